@@ -1,0 +1,47 @@
+# lazyfly: `make run` and `make test` set up everything they need on a fresh Debian 12 machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config containerd runc docker-registry skopeo umoci \
+	stargz-snapshotter debootstrap busybox-static zstd curl iproute2
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-packages run test test-unit lint bench clean
+
+install: system-packages $(STAMP)
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/python -m lazyfly.demo
+
+test: install lint
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/build.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

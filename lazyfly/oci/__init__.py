@@ -1,0 +1,1 @@
+"""OCI images: references, manifests, image-layout directories and the registry client."""

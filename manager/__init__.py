@@ -1,0 +1,1 @@
+"""manager: keeps the cluster's configuration and runs preheat jobs (Dragonfly manager v2)."""

@@ -1,0 +1,1 @@
+"""snapshotter: the containerd remote snapshotter that starts containers from lazily loaded images."""
