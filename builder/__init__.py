@@ -1,1 +1,1 @@
-"""builder: turns a directory, a tarball or an OCI image into a lazyfly image, and checks and inspects images."""
+"""builder: turns a directory, tarball or OCI image into a lazyfly image; checks and inspects images."""

@@ -1,0 +1,98 @@
+"""Read a directory on disk into a layer tree, feeding each regular file to a content sink.
+
+Rules: symlinks are never followed; files sharing (st_dev, st_ino) become one node (hard link);
+names are kept as raw bytes; sockets are skipped with a warning since an image cannot carry them.
+The directory is read as it is: `.wh.` names in it are ordinary files, not whiteouts.
+"""
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from lazyfly.builder.content_sink import ContentSink
+from lazyfly.builder.errors import SourceError
+from lazyfly.builder.tree import Node
+
+log = logging.getLogger(__name__)
+
+
+def read_directory(root: Path, sink: ContentSink) -> Node:
+    """Return the tree of `root` with every regular file passed through `sink`."""
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        raise SourceError(f"cannot read source directory {root}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise SourceError(f"source {root} is not a directory")
+    links: dict[tuple[int, int], Node] = {}
+    top = _node_from_stat(os.fsencode(root), st)
+    top.children = {}
+    stack = [(os.fsencode(root), top)]
+    while stack:
+        path, parent = stack.pop()
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as exc:
+            raise SourceError(f"cannot list {os.fsdecode(path)}: {exc.strerror}") from exc
+        for entry in entries:
+            child_path = entry.path
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISSOCK(st.st_mode):
+                log.warning("skipping socket %s: images cannot hold sockets", os.fsdecode(child_path))
+                continue
+            key = (st.st_dev, st.st_ino)
+            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1 and key in links:
+                parent.children[entry.name] = links[key]
+                continue
+            node = _node_from_stat(child_path, st)
+            parent.children[entry.name] = node
+            if stat.S_ISDIR(st.st_mode):
+                node.children = {}
+                stack.append((child_path, node))
+            elif stat.S_ISREG(st.st_mode):
+                _feed_file(child_path, node, sink)
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                links[key] = node
+    return top
+
+
+def _node_from_stat(path: bytes, st: os.stat_result) -> Node:
+    node = Node(
+        mode=st.st_mode,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
+        blocks=st.st_blocks if stat.S_ISREG(st.st_mode) else 0,
+        mtime_ns=st.st_mtime_ns,
+        rdev=st.st_rdev if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else 0,
+        xattrs=_xattrs(path),
+    )
+    if stat.S_ISLNK(st.st_mode):
+        node.target = os.readlink(path)
+        node.size = len(node.target)
+    return node
+
+
+def _xattrs(path: bytes) -> dict[bytes, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        try:
+            out[os.fsencode(name)] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError as exc:
+            log.warning("cannot read xattr %s of %s: %s", name, os.fsdecode(path), exc.strerror)
+    return out
+
+
+def _feed_file(path: bytes, node: Node, sink: ContentSink) -> None:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            sink.add_file(node, f, node.size)
+    except OSError as exc:
+        raise SourceError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+    except EOFError as exc:
+        raise SourceError(f"{os.fsdecode(path)} shrank while being read: {exc}") from exc
