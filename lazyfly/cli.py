@@ -1,11 +1,55 @@
-"""The `lazyfly` command: one click group that dispatches to each role's own cli module."""
+"""The `lazyfly` command: one click group that dispatches to each role's own cli module.
+
+Errors are mapped to exit codes and messages here and nowhere else: a LazyflyError prints its
+message (which names its subject) and exits 1, or 2 for invalid arguments; a full disk or another
+OS error prints its cause without a traceback.
+"""
+
+import errno
+import logging
+import sys
 
 import click
 
 from lazyfly import __version__
+from lazyfly.builder import cli as builder_cli
+from lazyfly.errors import InvalidArgument, LazyflyError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lazyfly")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log debug lines on stderr.")
+def group(verbose: bool) -> None:
     """lazyfly: lazy-loading container images and model weights (Nydus + Dragonfly in Python)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+        stream=sys.stderr,
+    )
+
+
+for command in builder_cli.COMMANDS:
+    group.add_command(command)
+
+
+def main() -> None:
+    """Run the CLI, turning expected errors into one readable line and an exit code."""
+    try:
+        group.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("lazyfly: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except InvalidArgument as exc:
+        click.echo(f"lazyfly: error: {exc}", err=True)
+        sys.exit(2)
+    except LazyflyError as exc:
+        click.echo(f"lazyfly: error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        cause = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"lazyfly: error: {cause}{where}", err=True)
+        sys.exit(1)
