@@ -62,11 +62,14 @@ def read_tar_stream(raw: BinaryIO, sink: ContentSink, *, whiteouts: bool, name: 
     """Read one tar stream from `raw`; `name` names the source in errors."""
     reader = _TarReader(sink, whiteouts)
     try:
-        with tarfile.open(
-            fileobj=decompressed(raw), mode="r|", encoding="utf-8", errors="surrogateescape"
-        ) as tar:
+        stream = decompressed(raw)
+        with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
             for member in tar:
                 reader.add(tar, member)
+        # Read to the end so that gzip checks its CRC and length trailer: damage in the last
+        # member's bytes or in the padding would otherwise pass unnoticed.
+        while stream.read(1 << 20):
+            pass
     except _DAMAGE as exc:
         raise BrokenLayer(f"{name}: damaged tar or compressed stream: {exc}") from exc
     except UnsafeTarEntry as exc:

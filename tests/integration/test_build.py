@@ -1,0 +1,117 @@
+"""`lazyfly build` of the corner-case tree, as a directory and as a tarball, checked end to end."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from fixtures.trees import make_corner_case_tree
+
+from integration.cli import lazyfly
+
+pytestmark = pytest.mark.integration
+CHUNK = 64 << 10
+
+
+@pytest.fixture(scope="module")
+def corner_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corner") / "tree"
+    make_corner_case_tree(root, chunk_size=CHUNK, large_file_size=8 << 20)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(corner_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("built") / "image"
+    lazyfly("build", corner_tree, "-o", out, "--chunk-size", "64KiB", "--tag", "v1")
+    return out
+
+
+def test_directory_build_round_trips_through_check_source(built: Path, corner_tree: Path):
+    proc = lazyfly("check", built, "--source", corner_tree)
+    assert "check: OK" in proc.stdout
+
+
+def test_inspect_counts_dedup_and_holes(built: Path):
+    info = json.loads(lazyfly("inspect", built, "--json").stdout)
+    assert info["chunks"]["deduplicated_references"] > 0
+    assert info["chunks"]["hole_bytes"] > 0
+    assert info["chunk_size"] == CHUNK
+    assert {"files", "directories", "symlinks", "fifos", "char devices", "block devices"} <= set(info["kinds"])
+
+
+def test_skopeo_and_umoci_read_the_layout(built: Path):
+    out = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{built}:v1"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout)["annotations"]["io.lazyfly.image"] == "1"
+    subprocess.run(["umoci", "stat", "--image", f"{built}:v1"], capture_output=True, check=True)
+
+
+def test_pax_tarball_build_round_trips(corner_tree: Path, tmp_path: Path):
+    tarball = tmp_path / "tree.tar.gz"
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "--format=pax", "-C", corner_tree, "-czf", tarball, "."],
+        check=True,
+    )
+    out = tmp_path / "image"
+    lazyfly("build", tarball, "-o", out, "--chunk-size", "64KiB", "--compressor", "lz4")
+    assert "check: OK" in lazyfly("check", out, "--source", tarball).stdout
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "table"])
+def test_a_flipped_byte_in_a_blob_fails_check(built: Path, tmp_path: Path, where: str):
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", built, copy], check=True)
+    manifest = _manifest(copy)
+    blob = copy / "blobs" / "sha256" / manifest["layers"][0]["digest"].removeprefix("sha256:")
+    size = blob.stat().st_size
+    offset = {"start": 0, "middle": size // 2, "table": size - 100}[where]
+    _flip(blob, offset)
+    proc = lazyfly("check", copy, check=False)
+    assert proc.returncode != 0
+    assert manifest["layers"][0]["digest"] in proc.stderr
+
+
+def test_a_flipped_byte_in_the_bootstrap_fails_check(built: Path, tmp_path: Path):
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", built, copy], check=True)
+    digest = _manifest(copy)["layers"][-1]["digest"].removeprefix("sha256:")
+    _flip(copy / "blobs" / "sha256" / digest, 40)
+    proc = lazyfly("check", copy, check=False)
+    assert proc.returncode != 0 and "error" in proc.stderr
+
+
+def test_prefetch_list_is_recorded(corner_tree: Path, tmp_path: Path):
+    listing = tmp_path / "prefetch.txt"
+    listing.write_text("# hot files\n/sizes/chunk\n/large/big.bin\n")
+    out = tmp_path / "image"
+    lazyfly("build", corner_tree, "-o", out, "--prefetch-list", listing)
+    info = json.loads(lazyfly("inspect", out, "--json").stdout)
+    paths = {e["ino"]: e["path"] for e in info["tree"]}
+    assert [paths[i] for i in info["prefetch"]] == ["/sizes/chunk", "/large/big.bin"]
+
+
+def test_chunk_dictionary_dedups_against_another_image(built: Path, corner_tree: Path, tmp_path: Path):
+    out = tmp_path / "image"
+    lazyfly("build", corner_tree / "sizes", "-o", out, "--chunk-size", "64KiB", "--chunk-dict", built)
+    info = json.loads(lazyfly("inspect", out, "--json").stdout)
+    assert len(info["blobs"]) == 2  # its own (empty) blob and the dictionary's
+    assert info["blobs"][0]["chunks"] == 0
+    assert "check: OK" in lazyfly("check", out, "--source", corner_tree / "sizes").stdout
+
+
+def _manifest(layout: Path) -> dict:
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].removeprefix("sha256:")
+    return json.loads((layout / "blobs" / "sha256" / digest).read_bytes())
+
+
+def _flip(path: Path, offset: int) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        byte = os.pread(fd, 1, offset)
+        os.pwrite(fd, bytes([byte[0] ^ 0xFF]), offset)
+    finally:
+        os.close(fd)
