@@ -30,7 +30,6 @@ run: install
 	$(BIN)/python -m lazyfly.demo
 
 test: install lint
-	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: install
