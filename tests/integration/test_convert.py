@@ -1,5 +1,7 @@
 """`lazyfly convert` of a three-layer umoci image with whiteouts, through a real registry."""
 
+import dataclasses
+import gzip
 import json
 import subprocess
 from pathlib import Path
@@ -7,8 +9,10 @@ from pathlib import Path
 import pytest
 from fixtures.registry import RunningRegistry
 from fixtures.umoci_image import ThreeLayerImage, make_three_layer_image, push_layout
-
 from integration.cli import lazyfly
+
+from lazyfly.oci.layout import OciLayout
+from lazyfly.oci.manifest import OCI_LAYER_TAR, encode
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +58,10 @@ def test_converted_image_keeps_config_and_points_at_its_source(
 def test_oci_layout_source_converts_to_an_oci_layout(three_layer: ThreeLayerImage, tmp_path: Path):
     out = tmp_path / "lazy-layout"
     lazyfly("convert", f"oci:{three_layer.layout_dir}:v1", f"oci:{out}:lazy")
-    assert "check: OK" in lazyfly("check", f"oci:{out}:lazy", "--source", f"oci:{three_layer.layout_dir}:v1").stdout
+    assert (
+        "check: OK"
+        in lazyfly("check", f"oci:{out}:lazy", "--source", f"oci:{three_layer.layout_dir}:v1").stdout
+    )
 
 
 def test_converted_tree_equals_umoci_unpack(three_layer: ThreeLayerImage, tmp_path: Path):
@@ -68,5 +75,57 @@ def test_converted_tree_equals_umoci_unpack(three_layer: ThreeLayerImage, tmp_pa
 def _tag_digest(layout: Path, tag: str) -> str:
     index = json.loads((layout / "index.json").read_text())
     return next(
-        m["digest"] for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag
+        m["digest"]
+        for m in index["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == tag
     )
+
+
+@pytest.mark.parametrize(
+    ("skopeo_flags", "layer_type"),
+    [
+        (["--format", "v2s2"], "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        (["--dest-compress-format", "zstd"], "application/vnd.oci.image.layer.v1.tar+zstd"),
+        (None, "application/vnd.oci.image.layer.v1.tar"),
+    ],
+    ids=["docker-v2-manifest", "zstd-layers", "uncompressed-layers"],
+)
+def test_docker_and_zstd_and_plain_sources_convert(
+    three_layer: ThreeLayerImage,
+    registry: RunningRegistry,
+    skopeo_flags: list[str] | None,
+    layer_type: str,
+    tmp_path: Path,
+):
+    source = f"{registry.host}/variant:v1"
+    if skopeo_flags is None:
+        layout = _decompressed_copy(three_layer.layout_dir, "v1", tmp_path / "plain")
+        lazyfly("push", "--plain-http", f"oci:{layout}:v1", source)
+    else:
+        subprocess.run(
+            ["skopeo", "copy", "--dest-tls-verify=false", *skopeo_flags,
+             f"oci:{three_layer.layout_dir}:v1", f"docker://{source}"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{source}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert {layer["mediaType"] for layer in json.loads(raw)["layers"]} == {layer_type}
+    target = f"{registry.host}/variant:lazy"
+    lazyfly("convert", "--plain-http", source, target)
+    assert "check: OK" in lazyfly("check", "--plain-http", target, "--source", source).stdout
+
+
+def _decompressed_copy(src: Path, tag: str, dst: Path) -> Path:
+    """The same image with every layer stored as a plain tar (OCI `tar` media type)."""
+    source, target = OciLayout(src).open(), OciLayout(dst).create()
+    manifest, _, _ = source.read_manifest(tag)
+    layers = [
+        target.write_blob(gzip.decompress(source.read_blob(layer.digest)), OCI_LAYER_TAR)
+        for layer in manifest.layers
+    ]
+    config = target.write_blob(source.read_blob(manifest.config.digest), manifest.config.media_type)
+    document = dataclasses.replace(manifest, config=config, layers=layers)
+    target.tag(target.write_blob(encode(document), manifest.media_type), tag)
+    return dst

@@ -1,0 +1,205 @@
+"""Build and convert benchmark: lazyfly against tar|zstd and skopeo, measured side by side in one run.
+
+Usage: .venv/bin/python bench/build.py [--size 1GiB] [--skip-rootfs] [--seed 0]
+
+(a) build: a generated tree of --size (cached in bench/.cache/tree-SIZE) is archived with
+    `tar | zstd -3 -T0` and built with `lazyfly build`; we print MB/s for both and the ratio
+    lazyfly / tar|zstd (goal >= 0.7), plus the compressed sizes.
+(b) convert: a Debian bookworm rootfs made once with debootstrap (bench/.cache/rootfs) becomes a
+    two-layer OCI image with umoci (base system, then dist-packages with numpy and scipy), is pushed
+    to a loopback docker-registry, and `lazyfly convert` is timed beside `skopeo copy` of the same
+    image to a second registry (a full pull + push; a second registry so that skopeo cannot mount
+    the blobs across repositories instead of copying them). Goal: under 50 s per 1.2 GB.
+
+Every pass starts with the page cache dropped. A lazyfly command that does not exist yet is
+reported as skipped, and the other measurements still run.
+"""
+
+import argparse
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _harness import (
+    CACHE,
+    LAZYFLY,
+    REPO,
+    cached,
+    lazyfly_has,
+    mb,
+    mb_per_s,
+    print_table,
+    timed,
+    tree_bytes,
+)
+
+# The test fixtures import each other as `fixtures.*` (pytest puts tests/ on sys.path); do the same.
+sys.path.insert(0, str(REPO / "tests"))
+from fixtures.registry import start_registry
+from fixtures.trees import make_sized_tree
+
+from lazyfly.units import format_size, parse_size
+
+BUILD_RATIO_GOAL = 0.7
+CONVERT_GOAL_SECONDS = 50.0
+CONVERT_GOAL_BYTES = 1.2e9
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = "python3,python3-numpy,python3-scipy,gcc"
+SPLIT_DIR = "usr/lib/python3/dist-packages"  # becomes the image's second layer
+TAG = "v1"
+
+Row = tuple[str, str, str]
+
+
+def _run(argv: list[str | Path]) -> None:
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed: {result.stderr.strip()[-2000:]}")
+
+
+def build_part(size: int, seed: int) -> list[Row]:
+    tree = CACHE / f"tree-{size}-seed{seed}"
+    if cached(tree, lambda path: make_sized_tree(path, size, seed)):
+        print(f"generated {tree} ({format_size(size)})")
+    data = tree_bytes(tree)
+    out = CACHE / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        print(f"(a) build: tar | zstd -3 -T0 of {mb(data)} ...")
+        archive = out / "tree.tar.zst"
+        tar_s = timed(f"tar -C '{tree}' -cf - . | zstd -3 -T0 -q -o '{archive}'")
+        rows: list[Row] = [
+            ("tar|zstd -3 throughput", mb_per_s(data, tar_s), f"{tar_s:.1f} s"),
+            ("tar|zstd -3 compressed size", mb(archive.stat().st_size), f"of {mb(data)}"),
+        ]
+        lazy_s = _try_lazyfly("build", [tree, "-o", out / "lazy"])
+        if lazy_s is None:
+            return [*rows, ("lazyfly build", "not measured", "missing or failed, see above")]
+        ratio = tar_s / lazy_s  # throughput ratio: lazyfly MB/s over tar|zstd MB/s
+        verdict = "ok" if ratio >= BUILD_RATIO_GOAL else "BELOW GOAL"
+        return [
+            *rows,
+            ("lazyfly build throughput", mb_per_s(data, lazy_s), f"{lazy_s:.1f} s"),
+            ("lazyfly build output size", mb(tree_bytes(out / "lazy")), f"of {mb(data)}"),
+            ("ratio lazyfly / tar|zstd", f"{ratio:.2f}", f"goal >= {BUILD_RATIO_GOAL} ({verdict})"),
+        ]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # up to a GB of archives; nothing reuses them
+
+
+def _debootstrap(target: Path) -> None:
+    print(f"running debootstrap into {target} (several minutes, once) ...")
+    _run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", target, MIRROR])
+
+
+def _make_rootfs_image(rootfs: Path, layout: Path) -> None:
+    """Two layers, like a real image: the base system, then Python's dist-packages on top.
+
+    Both layers come from unpack/repack: `umoci insert` (0.4.7) wrote a truncated layer tar here.
+    """
+    print(f"building the OCI image {layout}:{TAG} with umoci ...")
+    image = f"{layout}:{TAG}"
+    _run(["umoci", "init", "--layout", layout])
+    _run(["umoci", "new", "--image", image])
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="umoci-") as work:
+        base, top, side = Path(work) / "base", Path(work) / "top", Path(work) / "dist-packages"
+        _run(["umoci", "unpack", "--image", image, base])
+        _run(["cp", "-a", f"{rootfs}/.", f"{base}/rootfs/"])
+        (base / "rootfs" / SPLIT_DIR).rename(side)
+        _run(["umoci", "repack", "--image", image, "--history.created_by", "debootstrap base", base])
+        _run(["umoci", "unpack", "--image", image, top])
+        side.rename(top / "rootfs" / SPLIT_DIR)
+        _run(["umoci", "repack", "--image", image, "--history.created_by", "dist-packages", top])
+    _run(["umoci", "gc", "--layout", layout])
+
+
+def _try_lazyfly(name: str, argv: list[str | Path]) -> float | None:
+    """Time one lazyfly command; None (after printing why) when it is missing or fails."""
+    if not lazyfly_has(name):
+        print(f"    skipped lazyfly {name}: `lazyfly {name} --help` fails (not implemented yet)")
+        return None
+    print(f"    lazyfly {name} ...")
+    try:
+        return timed([LAZYFLY, name, *argv])
+    except RuntimeError as error:
+        print(f"    lazyfly {name} FAILED: {error}")
+        return None
+
+
+def _image_bytes(layout: Path) -> tuple[int, int]:
+    """(number of layers, sum of their compressed sizes) of the image tagged TAG in `layout`."""
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].removeprefix("sha256:")
+    manifest = json.loads((layout / "blobs" / "sha256" / digest).read_text())
+    return len(manifest["layers"]), sum(layer["size"] for layer in manifest["layers"])
+
+
+def convert_part() -> list[Row]:
+    rootfs = CACHE / "rootfs"
+    cached(rootfs, _debootstrap)
+    rootfs_bytes = tree_bytes(rootfs)
+    print(f"(b) convert: rootfs {rootfs} is {mb(rootfs_bytes)} ({format_size(rootfs_bytes)})")
+    layout = CACHE / "rootfs-oci"
+    cached(layout, lambda path: _make_rootfs_image(rootfs, path))
+    layers, image_bytes = _image_bytes(layout)
+    rows: list[Row] = [
+        ("rootfs size (uncompressed)", mb(rootfs_bytes), "debootstrap bookworm minbase + numpy/scipy/gcc"),
+        ("image size (gzip layers)", mb(image_bytes), f"{layers} layers"),
+    ]
+    goal = CONVERT_GOAL_SECONDS * rootfs_bytes / CONVERT_GOAL_BYTES
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="registries-") as tmp, contextlib.ExitStack() as stack:
+        source = start_registry(Path(tmp) / "source")
+        stack.callback(source.stop)
+        target = start_registry(Path(tmp) / "target")
+        stack.callback(target.stop)
+        src_ref = f"{source.host}/rootfs:{TAG}"
+        print(f"(b) convert: pushing the image to {src_ref} ...")
+        push_s = timed(
+            ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:{TAG}", f"docker://{src_ref}"]
+        )
+        rows.append(("push layout -> registry (setup)", f"{push_s:.1f} s", "skopeo copy oci: -> docker://"))
+        print("(b) convert: skopeo copy registry -> registry ...")
+        copy_s = timed(
+            [
+                "skopeo",
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"docker://{src_ref}",
+                f"docker://{target.host}/rootfs:{TAG}",
+            ]
+        )
+        rows.append(
+            ("skopeo copy (pull+push)", f"{copy_s:.1f} s", mb_per_s(image_bytes, copy_s) + " compressed")
+        )
+        convert_s = _try_lazyfly("convert", ["--plain-http", src_ref, f"{source.host}/rootfs:{TAG}-lazy"])
+        if convert_s is None:
+            return [*rows, ("lazyfly convert", "not measured", "missing or failed, see above")]
+        verdict = "ok" if convert_s < goal else "ABOVE GOAL"
+        return [
+            *rows,
+            ("lazyfly convert", f"{convert_s:.1f} s", f"goal < {goal:.0f} s (50 s per 1.2 GB; {verdict})"),
+            ("ratio convert / skopeo copy", f"{convert_s / copy_s:.2f}", "lower is better"),
+        ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="1GiB", help="bytes of generated tree for the build pass")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated tree")
+    parser.add_argument("--skip-rootfs", action="store_true", help="skip the debootstrap/convert part")
+    args = parser.parse_args()
+    rows: list[Row] = [("measure", "value", "note")]
+    rows += build_part(parse_size(args.size), args.seed)
+    if not args.skip_rootfs:
+        rows += convert_part()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
