@@ -6,12 +6,19 @@ The writer only appends to a temporary file; naming it by digest is the image wr
 
 import hashlib
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from lazyfly.compression import Compressor
 from lazyfly.format.chunk_table import encode_table
 from lazyfly.format.layout import ChunkEntry
+
+WRITE_BUFFER = 4 << 20
+WRITE_QUEUE = 4
+IOV_MAX = 1024
+SYNC_EVERY = 64 << 20
 
 
 @dataclass(eq=False)
@@ -35,33 +42,61 @@ class StoredChunk:
 
 
 class BlobWriter:
-    """Appends chunks to the blob file at `path`."""
+    """Appends chunks to the blob file at `path`.
+
+    Writing and hashing run in one background thread of the writer's own, in order, so the
+    thread that chunks never waits for the disk or for sha256; at most WRITE_QUEUE buffers are
+    queued, and a write error (a full disk) surfaces at the next append or at finish.
+    """
 
     def __init__(self, path: Path) -> None:
         self.handle = BlobHandle(path=path)
-        self._file = open(path, "wb")
+        self._file = open(path, "wb", buffering=0)
         self._sha = hashlib.sha256()
         self._entries: list[ChunkEntry] = []
         self._coff = 0
         self._uoff = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._unsynced = 0
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="blob-write")
+        self._queued: deque[Future[None]] = deque()
 
     def append(self, stored: bytes, size: int, compressor: Compressor, digest: bytes) -> StoredChunk:
         """Write one chunk's stored bytes and return where it lives."""
         entry = ChunkEntry(self._uoff, self._coff, size, len(stored), compressor, digest)
-        self._write(stored)
+        self._buffer.append(stored)
+        self._buffered += len(stored)
+        if self._buffered >= WRITE_BUFFER:
+            self._flush_buffer()
         self._coff += len(stored)
         self._uoff += size
         self._entries.append(entry)
         return StoredChunk(self.handle, entry)
 
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._sha.update(data)
+    def _flush_buffer(self) -> None:
+        parts, self._buffer, self._buffered = self._buffer, [], 0
+        self._queued.append(self._io.submit(self._write, parts))
+        while len(self._queued) > WRITE_QUEUE:
+            self._queued.popleft().result()
+
+    def _write(self, parts: list[bytes]) -> None:
+        _write_all(self._file.fileno(), parts)
+        for data in parts:
+            self._sha.update(data)
+            self._unsynced += len(data)
+        if self._unsynced >= SYNC_EVERY:
+            # Flush as we go, so the fsync that seals the blob finds little left to write.
+            os.fdatasync(self._file.fileno())
+            self._unsynced = 0
 
     def finish(self) -> BlobHandle:
         """Append the table and tail, flush to disk, and return the finished handle."""
-        self._write(encode_table(self._entries, self._coff))
-        self._file.flush()
+        self._buffer.append(encode_table(self._entries, self._coff))
+        self._flush_buffer()
+        while self._queued:
+            self._queued.popleft().result()
+        self._io.shutdown()
         os.fsync(self._file.fileno())
         self._file.close()
         h = self.handle
@@ -72,7 +107,8 @@ class BlobWriter:
         return h
 
     def abort(self) -> None:
-        """Close and delete the partial blob."""
+        """Stop writing, close and delete the partial blob."""
+        self._io.shutdown(cancel_futures=True)
         self._file.close()
         if self.handle.path is not None:
             self.handle.path.unlink(missing_ok=True)
@@ -80,3 +116,17 @@ class BlobWriter:
     def _file_size(self) -> int:
         assert self.handle.path is not None
         return self.handle.path.stat().st_size
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """writev every part, resuming after short writes, IOV_MAX parts at a time."""
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        batch = views[:IOV_MAX]
+        written = os.writev(fd, batch)
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0

@@ -6,7 +6,8 @@ compress (both release the GIL). Rules:
   the digest of zeros, which costs nothing extra);
 - a chunk whose digest is already in the index (this image, an earlier layer, or a chunk
   dictionary) is referenced, not stored again;
-- at most `window` chunks are in flight, which bounds memory to window × chunk size.
+- chunks travel to the workers in batches of up to BATCH_BYTES; at most `window` batches are
+  in flight, which bounds memory to window × (BATCH_BYTES + chunk size).
 """
 
 import os
@@ -17,12 +18,15 @@ from functools import cache
 from typing import BinaryIO
 
 from lazyfly.builder.blob_writer import BlobHandle, BlobWriter, StoredChunk
+from lazyfly.builder.errors import SourceError
 from lazyfly.builder.tree import Node
 from lazyfly.compression import Compressor, compress
 from lazyfly.digest import blake3_digest
 from lazyfly.progress import NullProgress, ProgressSink
 
 ChunkIndex = dict[bytes, StoredChunk]
+BATCH_BYTES = 4 << 20
+BATCH_CHUNKS = 256
 
 
 @cache
@@ -44,10 +48,33 @@ class ChunkStats:
 
 @dataclass(slots=True)
 class _Prepared:
+    data: bytes
     digest: bytes
     hole: bool
     stored: bytes | None
     compressor: Compressor
+
+
+@dataclass(frozen=True, slots=True)
+class _FileRange:
+    """Bytes still on disk: a worker reads them, so cold reads overlap with compression."""
+
+    path: bytes
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            data = os.pread(fd, self.length, self.offset)
+        finally:
+            os.close(fd)
+        if len(data) != self.length:
+            raise SourceError(f"{os.fsdecode(self.path)} changed size while being read")
+        return data
+
+
+_Item = tuple[Node, int, "bytes | _FileRange"]
 
 
 class Chunker:
@@ -69,7 +96,9 @@ class Chunker:
         self.progress = progress or NullProgress()
         self.window = 4 * (os.cpu_count() or 2)
         self._writer: BlobWriter | None = None
-        self._pending: deque[tuple[Node, int, bytes, Future[_Prepared]]] = deque()
+        self._batch: list[_Item] = []
+        self._batch_bytes = 0
+        self._pending: deque[tuple[list[_Item], Future[list[_Prepared]]]] = deque()
 
     def start_blob(self, writer: BlobWriter) -> None:
         """Store new chunks in `writer` from now on."""
@@ -77,6 +106,7 @@ class Chunker:
 
     def finish_blob(self) -> BlobHandle:
         """Drain in-flight chunks and finish the current blob."""
+        self._submit()
         self._drain(0)
         assert self._writer is not None
         handle = self._writer.finish()
@@ -85,40 +115,62 @@ class Chunker:
 
     def abort(self) -> None:
         """Drop in-flight work and delete the partial blob."""
-        for *_, fut in self._pending:
+        for _, fut in self._pending:
             fut.cancel()
         self._pending.clear()
+        self._batch.clear()
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
 
     def add_file(self, node: Node, stream: BinaryIO, size: int) -> None:
         """Read `size` bytes of `stream` as chunks of `node`."""
-        offset = 0
-        while offset < size:
-            want = min(self.chunk_size, size - offset)
-            data = _read_exactly(stream, want)
-            fut = self.pool.submit(self._prepare, data)
-            self._pending.append((node, offset, data, fut))
-            offset += want
-            self._drain(self.window)
+        for offset in range(0, size, self.chunk_size):
+            self._add(node, offset, _read_exactly(stream, min(self.chunk_size, size - offset)))
+
+    def add_path(self, node: Node, path: bytes, size: int) -> None:
+        """Chunk the file at `path` (`size` bytes); worker threads read it."""
+        _read_ahead(path)
+        for offset in range(0, size, self.chunk_size):
+            self._add(node, offset, _FileRange(path, offset, min(self.chunk_size, size - offset)))
+
+    def _add(self, node: Node, offset: int, source: "bytes | _FileRange") -> None:
+        self._batch.append((node, offset, source))
+        self._batch_bytes += len(source) if isinstance(source, bytes) else source.length
+        # Small files travel in batches: one pool task per chunk would spend more time in the
+        # executor (holding the GIL) than in zstd.
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_CHUNKS:
+            self._submit()
+
+    def _submit(self) -> None:
+        if not self._batch:
+            return
+        batch = self._batch
+        self._pending.append((batch, self.pool.submit(self._prepare_batch, [src for _, _, src in batch])))
+        self._batch = []
+        self._batch_bytes = 0
+        self._drain(self.window)
+
+    def _prepare_batch(self, sources: list["bytes | _FileRange"]) -> list[_Prepared]:
+        return [self._prepare(src if isinstance(src, bytes) else src.read()) for src in sources]
 
     def _prepare(self, data: bytes) -> _Prepared:
         digest = blake3_digest(data)
         if digest == _zero_digest(len(data)):
-            return _Prepared(digest, True, None, Compressor.NONE)
+            return _Prepared(data, digest, True, None, Compressor.NONE)
         if digest in self.index:
-            return _Prepared(digest, False, None, Compressor.NONE)
+            return _Prepared(data, digest, False, None, Compressor.NONE)
         stored, used = compress(data, self.compressor)
-        return _Prepared(digest, False, stored, used)
+        return _Prepared(data, digest, False, stored, used)
 
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:
-            node, offset, data, fut = self._pending.popleft()
-            prepared = fut.result()
-            self._consume(node, offset, data, prepared)
+            batch, fut = self._pending.popleft()
+            for (node, offset, _), prepared in zip(batch, fut.result(), strict=True):
+                self._consume(node, offset, prepared)
 
-    def _consume(self, node: Node, offset: int, data: bytes, p: _Prepared) -> None:
+    def _consume(self, node: Node, offset: int, p: _Prepared) -> None:
+        data = p.data
         stats = self.stats
         stats.chunks += 1
         stats.bytes_in += len(data)
@@ -138,6 +190,22 @@ class Chunker:
         stats.stored += 1
         stats.bytes_stored += len(stored)
         node.chunks.append((offset, chunk))
+
+
+def _read_ahead(path: bytes) -> None:
+    """Ask the kernel to start reading the file now, so a worker rarely waits for the disk.
+
+    Worker threads are as many as cores (more would fight over the GIL), so their reads must
+    not block: the kernel's asynchronous readahead does the waiting instead.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return  # the worker's own read reports the error
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

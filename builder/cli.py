@@ -4,26 +4,17 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anyio
 import click
 
-from lazyfly.builder.build import FormatOptions, build_layers, read_prefetch_list, source_layer
-from lazyfly.builder.check import CheckReport, check_image
-from lazyfly.builder.convert import convert_image
-from lazyfly.builder.dedup import load_chunk_dictionary
-from lazyfly.builder.errors import SourceError
-from lazyfly.builder.image_source import as_lazy_image, open_local_image, read_lazy_metadata
-from lazyfly.builder.inspect import describe
-from lazyfly.builder.source_compare import compare_with_source, read_source_tree
-from lazyfly.compression import Compressor
-from lazyfly.format.bootstrap_reader import Bootstrap
-from lazyfly.oci.layout import OciLayout
-from lazyfly.oci.locate import locate_image
-from lazyfly.oci.reference import OciLayoutRef, RegistryRef
-from lazyfly.oci.transfer import push_image
-from lazyfly.progress import RichProgress
 from lazyfly.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from lazyfly.builder.build import FormatOptions
+
+# Each command imports what it needs when it runs: importing every command's libraries (httpx,
+# rich, zstandard, ...) up front would cost every invocation a few hundred milliseconds.
 
 _IMAGE_HELP = (
     "IMAGE is an OCI layout directory, oci:PATH[:TAG], "
@@ -59,7 +50,12 @@ def _make_options(
     plain_http: bool,
     platform: str,
     tag: str = "latest",
-) -> FormatOptions:
+) -> "FormatOptions":
+    from lazyfly.builder.build import FormatOptions, read_prefetch_list
+    from lazyfly.builder.dedup import load_chunk_dictionary
+    from lazyfly.compression import Compressor
+    from lazyfly.oci.locate import locate_image
+
     dictionary = (
         load_chunk_dictionary(locate_image(chunk_dict), stack, plain_http=plain_http, platform=platform)
         if chunk_dict
@@ -97,6 +93,9 @@ def _summary(result) -> str:  # type: ignore[no-untyped-def]
 @_format_options
 def build(src: Path, outdir: Path, tag: str, **fmt_args: object) -> None:
     """Build a lazyfly image from a directory or tarball into an OCI layout."""  # fmt: skip
+    from lazyfly.builder.build import build_layers, source_layer
+    from lazyfly.progress import RichProgress
+
     with contextlib.ExitStack() as stack:
         options = _make_options(stack, tag=tag, **fmt_args)  # type: ignore[arg-type]
         with RichProgress(f"building {src}") as progress:
@@ -110,6 +109,10 @@ def build(src: Path, outdir: Path, tag: str, **fmt_args: object) -> None:
 @_format_options
 def convert(src_image: str, dst_image: str, **fmt_args: object) -> None:
     """Convert an OCI/Docker image into a lazyfly image and push it to DST_IMAGE."""
+    from lazyfly.builder.convert import convert_image
+    from lazyfly.oci.locate import locate_image
+    from lazyfly.progress import RichProgress
+
     source, destination = locate_image(src_image), locate_image(dst_image)
     with contextlib.ExitStack() as stack:
         options = _make_options(stack, **fmt_args)  # type: ignore[arg-type]
@@ -139,6 +142,15 @@ def convert(src_image: str, dst_image: str, **fmt_args: object) -> None:
 @click.option("--plain-http", is_flag=True, help="Talk HTTP, not HTTPS, to the registry.")
 def push(outdir: str, image: str, plain_http: bool) -> None:
     """Push an image from an OCI layout directory to a registry."""
+    import anyio
+
+    from lazyfly.builder.errors import SourceError
+    from lazyfly.oci.layout import OciLayout
+    from lazyfly.oci.locate import locate_image
+    from lazyfly.oci.reference import OciLayoutRef, RegistryRef
+    from lazyfly.oci.transfer import push_image
+    from lazyfly.progress import RichProgress
+
     source = locate_image(outdir)
     dest = locate_image(image)
     if not isinstance(dest, RegistryRef):
@@ -162,6 +174,11 @@ def push(outdir: str, image: str, plain_http: bool) -> None:
 @click.option("--platform", default="linux/amd64", show_default=True)
 def inspect(image: str, as_json: bool, tree: bool, plain_http: bool, platform: str) -> None:
     """Show a lazyfly image: summary, blobs, chunk and dedup figures, and its tree."""
+    from lazyfly.builder.image_source import read_lazy_metadata
+    from lazyfly.builder.inspect import describe
+    from lazyfly.format.bootstrap_reader import Bootstrap
+    from lazyfly.oci.locate import locate_image
+
     manifest, desc, raw = read_lazy_metadata(locate_image(image), plain_http=plain_http, platform=platform)
     info = describe(manifest, desc, Bootstrap(raw), len(raw))
     if not tree:
@@ -194,6 +211,12 @@ def inspect(image: str, as_json: bool, tree: bool, plain_http: bool, platform: s
 @click.option("--platform", default="linux/amd64", show_default=True)
 def check(image: str, source: str | None, plain_http: bool, platform: str) -> None:
     """Verify a lazyfly image (manifest, bootstrap, every chunk) and optionally its source."""
+    from lazyfly.builder.check import CheckReport, check_image
+    from lazyfly.builder.image_source import as_lazy_image, open_local_image
+    from lazyfly.builder.source_compare import compare_with_source, read_source_tree
+    from lazyfly.oci.locate import locate_image
+    from lazyfly.progress import RichProgress
+
     report = CheckReport()
     with (
         RichProgress(f"pulling {image}") as progress,

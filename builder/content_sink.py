@@ -18,6 +18,10 @@ class ContentSink(Protocol):
         """Consume exactly `size` bytes of `stream` for `node`."""
         ...
 
+    def add_path(self, node: Node, path: bytes, size: int) -> None:
+        """Consume the `size`-byte file at `path` for `node` (now or later, in any thread)."""
+        ...
+
 
 class HashingSink:
     """Records the sha256 of each file's content on its node (`content_digest`)."""
@@ -33,3 +37,8 @@ class HashingSink:
             h.update(data)
             left -= len(data)
         node.content_digest = "sha256:" + h.hexdigest()
+
+    def add_path(self, node: Node, path: bytes, size: int) -> None:
+        """Hash the file at `path`."""
+        with open(path, "rb") as f:
+            self.add_file(node, f, size)

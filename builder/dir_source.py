@@ -90,8 +90,7 @@ def _xattrs(path: bytes) -> dict[bytes, bytes]:
 
 def _feed_file(path: bytes, node: Node, sink: ContentSink) -> None:
     try:
-        with open(path, "rb", buffering=0) as f:
-            sink.add_file(node, f, node.size)
+        sink.add_path(node, path, node.size)
     except OSError as exc:
         raise SourceError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
     except EOFError as exc:

@@ -64,6 +64,11 @@ def decompress(data: bytes, compressor: Compressor, size: int) -> bytes:
     """Inflate one stored chunk to exactly `size` bytes; raise Corrupt on any failure."""
     try:
         if compressor is Compressor.ZSTD:
+            # A frame that declares its size is inflated to that size whatever max_output_size
+            # says: refuse a lie before it allocates.
+            declared = zstandard.frame_content_size(data)
+            if declared not in (size, zstandard.CONTENTSIZE_UNKNOWN):
+                raise Corrupt(f"zstd frame declares {declared} bytes, expected {size}")
             out = _zstd_decompressor().decompress(data, max_output_size=size)
         elif compressor is Compressor.LZ4:
             out = lz4.block.decompress(data, uncompressed_size=size)

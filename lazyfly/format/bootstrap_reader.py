@@ -26,12 +26,23 @@ from lazyfly.format.layout import (
     HEADER_SIZE,
     INODE,
     PREFETCH,
+    ROOT_INO,
     SECTIONS,
     XATTR,
     BlobInfo,
     ChunkRef,
     Inode,
+    is_valid_chunk_size,
 )
+
+_RECORDS = {
+    "inodes": INODE,
+    "dirents": DIRENT,
+    "chunks": CHUNK_REF,
+    "xattrs": XATTR,
+    "blobs": BLOB,
+    "prefetch": PREFETCH,
+}
 
 
 class Bootstrap:
@@ -65,8 +76,13 @@ class Bootstrap:
         for name, (off, size) in self._sections.items():
             if off < HEADER_SIZE or off + size > digest_offset:
                 raise Corrupt(f"bootstrap section {name} out of bounds")
-        if self.inode_count * INODE.size != self._sections["inodes"][1]:
+        if self.inode_count * INODE.size != self._sections["inodes"][1] or self.inode_count < 1:
             raise Corrupt("bootstrap inode count does not match the inode table")
+        for name, record in _RECORDS.items():
+            if self._sections[name][1] % record.size:
+                raise Corrupt(f"bootstrap section {name} holds a partial record")
+        if self.root_ino != ROOT_INO or not is_valid_chunk_size(self.chunk_size):
+            raise Corrupt("bootstrap header names an invalid root inode or chunk size")
         self._verified = bytearray(block_count)
 
     # --- verification --------------------------------------------------------------------------
@@ -158,6 +174,8 @@ class Bootstrap:
 
     def chunks_in_range(self, inode: Inode, offset: int, length: int) -> list[ChunkRef]:
         """Return the chunk refs overlapping [offset, offset+length), found by binary search."""
+        if not stat.S_ISREG(inode.mode) or length <= 0:
+            return []
         lo, hi = 0, inode.count
         while lo < hi:  # first ref whose end passes offset
             mid = (lo + hi) // 2
@@ -216,8 +234,13 @@ class Bootstrap:
         return ino
 
     def walk(self) -> Iterator[tuple[bytes, Inode]]:
-        """Yield (path, inode) for every entry, depth-first, parents before children."""
+        """Yield (path, inode) for every entry, depth-first, parents before children.
+
+        A directory reached twice, or under a parent it does not record, raises Corrupt: a
+        tampered bootstrap must not send a walker round a cycle forever.
+        """
         stack = [(b"/", self.inode(self.root_ino))]
+        seen_dirs = {self.root_ino}
         while stack:
             path, inode = stack.pop()
             yield path, inode
@@ -225,7 +248,12 @@ class Bootstrap:
                 children = list(self.entries(inode))
                 prefix = path if path.endswith(b"/") else path + b"/"
                 for name, ino, _ in reversed(children):
-                    stack.append((prefix + name, self.inode(ino)))
+                    child = self.inode(ino)
+                    if stat.S_ISDIR(child.mode):
+                        if ino in seen_dirs or child.parent != inode.ino:
+                            raise Corrupt(f"bootstrap directory {ino} makes a cycle under {inode.ino}")
+                        seen_dirs.add(ino)
+                    stack.append((prefix + name, child))
 
 
 def open_bootstrap(path: Path) -> Bootstrap:

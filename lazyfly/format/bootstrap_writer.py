@@ -70,6 +70,7 @@ def encode_bootstrap(
     chunk_buf = bytearray()
     xattr_buf = bytearray()
     n_dirents = n_chunks = n_xattrs = 0
+    dirs_named: set[int] = set()
     for ino, spec in enumerate(inodes, start=ROOT_INO):
         is_dir = (spec.mode & 0o170000) == 0o040000
         if is_dir:
@@ -78,8 +79,15 @@ def encode_bootstrap(
             for name, child in sorted(spec.entries):
                 if name == last or not name or b"/" in name or name in (b".", b".."):
                     raise LocalProtocolError(f"inode {ino}: bad or duplicate entry name {name!r}")
-                if not ROOT_INO <= child <= len(inodes):
+                if not ROOT_INO < child <= len(inodes):
                     raise LocalProtocolError(f"inode {ino}: entry {name!r} points to inode {child}")
+                if len(name) > 0xFFFF:
+                    raise LocalProtocolError(f"inode {ino}: entry name of {len(name)} bytes")
+                if (inodes[child - 1].mode & 0o170000) == 0o040000:
+                    # Directories form a tree: one name each, under the parent they record.
+                    if inodes[child - 1].parent != ino or child in dirs_named:
+                        raise LocalProtocolError(f"inode {ino}: directory {name!r} would make a cycle")
+                    dirs_named.add(child)
                 last = name
                 off, length = strings.add(name)
                 dirent_buf += DIRENT.pack(off, length, inodes[child - 1].mode >> 12, child)
@@ -130,6 +138,11 @@ def encode_bootstrap(
             target_off,
             target_len,
         )
+    for blob in blobs:
+        if len(blob.digest) != 71 or not blob.digest.startswith("sha256:"):
+            raise LocalProtocolError(f"blob digest {blob.digest!r} is not sha256:<64 hex>")
+    if any(not ROOT_INO <= ino <= len(inodes) for ino in prefetch):
+        raise LocalProtocolError("prefetch table names an inode that does not exist")
     blob_buf = b"".join(
         BLOB.pack(
             bytes.fromhex(b.digest.removeprefix("sha256:")),

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+import zlib
 
 from lazyfly.errors import RemoteProtocolError
 
@@ -63,5 +64,5 @@ def read_bootstrap_layer(layer: bytes) -> bytes:
             return stream.read()
     except KeyError:
         raise RemoteProtocolError(f"bootstrap layer holds no {BOOTSTRAP_PATH}") from None
-    except (OSError, EOFError, tarfile.TarError) as exc:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
         raise RemoteProtocolError(f"bootstrap layer is damaged: {exc}") from exc

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from fixtures.registry import RunningRegistry, free_port
-
 from integration.cli import lazyfly
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from fixtures.trees import make_corner_case_tree
-
 from integration.cli import lazyfly
 
 pytestmark = pytest.mark.integration
@@ -38,7 +37,9 @@ def test_inspect_counts_dedup_and_holes(built: Path):
     assert info["chunks"]["deduplicated_references"] > 0
     assert info["chunks"]["hole_bytes"] > 0
     assert info["chunk_size"] == CHUNK
-    assert {"files", "directories", "symlinks", "fifos", "char devices", "block devices"} <= set(info["kinds"])
+    assert {"files", "directories", "symlinks", "fifos", "char devices", "block devices"} <= set(
+        info["kinds"]
+    )
 
 
 def test_skopeo_and_umoci_read_the_layout(built: Path):
