@@ -18,7 +18,6 @@ from lazyfly.format.layout import ChunkEntry
 WRITE_BUFFER = 4 << 20
 WRITE_QUEUE = 4
 IOV_MAX = 1024
-SYNC_EVERY = 64 << 20
 
 
 @dataclass(eq=False)
@@ -58,7 +57,6 @@ class BlobWriter:
         self._uoff = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._unsynced = 0
         self._io = ThreadPoolExecutor(1, thread_name_prefix="blob-write")
         self._queued: deque[Future[None]] = deque()
 
@@ -84,11 +82,6 @@ class BlobWriter:
         _write_all(self._file.fileno(), parts)
         for data in parts:
             self._sha.update(data)
-            self._unsynced += len(data)
-        if self._unsynced >= SYNC_EVERY:
-            # Flush as we go, so the fsync that seals the blob finds little left to write.
-            os.fdatasync(self._file.fileno())
-            self._unsynced = 0
 
     def finish(self) -> BlobHandle:
         """Append the table and tail, flush to disk, and return the finished handle."""

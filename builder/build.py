@@ -87,7 +87,8 @@ def build_layers(
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
     index: ChunkIndex = dict(options.chunk_dictionary)
-    with ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="chunk") as pool:
+    workers = os.cpu_count() or 2
+    with ThreadPoolExecutor(workers, thread_name_prefix="chunk") as pool:
         chunker = Chunker(options.chunk_size, options.compressor, pool, index, progress or NullProgress())
         try:
             merged = new_dir()

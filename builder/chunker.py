@@ -1,7 +1,8 @@
 """Cut files into chunks, hash and compress them on every core, dedup, and append to a blob.
 
-The main thread reads files and keeps chunks in file order; worker threads compute blake3 and
-compress (both release the GIL). Rules:
+The calling thread walks the source and keeps chunks in file order; worker threads do the CPU
+work (blake3 and zstd release the GIL). Chunks of a tar stream arrive as bytes; chunks of files
+on disk travel as (path, offset, length) and the workers read them, so reads overlap. Rules:
 - an all-zero chunk is a hole: no bytes stored, no chunk ref (found by comparing its blake3 with
   the digest of zeros, which costs nothing extra);
 - a chunk whose digest is already in the index (this image, an earlier layer, or a chunk
@@ -14,24 +15,17 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from typing import BinaryIO
 
 from lazyfly.builder.blob_writer import BlobHandle, BlobWriter, StoredChunk
-from lazyfly.builder.errors import SourceError
+from lazyfly.builder.chunk_work import FileRange, Prepared, prepare_buffers, prepare_file_ranges
 from lazyfly.builder.tree import Node
-from lazyfly.compression import Compressor, compress
-from lazyfly.digest import blake3_digest
+from lazyfly.compression import Compressor
 from lazyfly.progress import NullProgress, ProgressSink
 
 ChunkIndex = dict[bytes, StoredChunk]
 BATCH_BYTES = 4 << 20
 BATCH_CHUNKS = 256
-
-
-@cache
-def _zero_digest(size: int) -> bytes:
-    return blake3_digest(bytes(size))
 
 
 @dataclass
@@ -46,35 +40,7 @@ class ChunkStats:
     bytes_stored: int = 0
 
 
-@dataclass(slots=True)
-class _Prepared:
-    data: bytes
-    digest: bytes
-    hole: bool
-    stored: bytes | None
-    compressor: Compressor
-
-
-@dataclass(frozen=True, slots=True)
-class _FileRange:
-    """Bytes still on disk: a worker reads them, so cold reads overlap with compression."""
-
-    path: bytes
-    offset: int
-    length: int
-
-    def read(self) -> bytes:
-        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            data = os.pread(fd, self.length, self.offset)
-        finally:
-            os.close(fd)
-        if len(data) != self.length:
-            raise SourceError(f"{os.fsdecode(self.path)} changed size while being read")
-        return data
-
-
-_Item = tuple[Node, int, "bytes | _FileRange"]
+_Item = tuple[Node, int, "bytes | FileRange"]
 
 
 class Chunker:
@@ -98,7 +64,7 @@ class Chunker:
         self._writer: BlobWriter | None = None
         self._batch: list[_Item] = []
         self._batch_bytes = 0
-        self._pending: deque[tuple[list[_Item], Future[list[_Prepared]]]] = deque()
+        self._pending: deque[tuple[list[_Item], Future[list[Prepared]]]] = deque()
 
     def start_blob(self, writer: BlobWriter) -> None:
         """Store new chunks in `writer` from now on."""
@@ -130,13 +96,14 @@ class Chunker:
 
     def add_path(self, node: Node, path: bytes, size: int) -> None:
         """Chunk the file at `path` (`size` bytes); worker threads read it."""
-        _read_ahead(path)
         for offset in range(0, size, self.chunk_size):
-            self._add(node, offset, _FileRange(path, offset, min(self.chunk_size, size - offset)))
+            self._add(node, offset, (path, offset, min(self.chunk_size, size - offset)))
 
-    def _add(self, node: Node, offset: int, source: "bytes | _FileRange") -> None:
+    def _add(self, node: Node, offset: int, source: "bytes | FileRange") -> None:
+        if self._batch and type(self._batch[-1][2]) is not type(source):
+            self._submit()  # a batch holds one kind of source
         self._batch.append((node, offset, source))
-        self._batch_bytes += len(source) if isinstance(source, bytes) else source.length
+        self._batch_bytes += len(source) if isinstance(source, bytes) else source[2]
         # Small files travel in batches: one pool task per chunk would spend more time in the
         # executor (holding the GIL) than in zstd.
         if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_CHUNKS:
@@ -146,22 +113,15 @@ class Chunker:
         if not self._batch:
             return
         batch = self._batch
-        self._pending.append((batch, self.pool.submit(self._prepare_batch, [src for _, _, src in batch])))
+        sources = [src for _, _, src in batch]
+        if isinstance(sources[0], bytes):
+            fut = self.pool.submit(prepare_buffers, sources, self.compressor, self.index)
+        else:
+            fut = self.pool.submit(prepare_file_ranges, sources, self.compressor)
+        self._pending.append((batch, fut))
         self._batch = []
         self._batch_bytes = 0
         self._drain(self.window)
-
-    def _prepare_batch(self, sources: list["bytes | _FileRange"]) -> list[_Prepared]:
-        return [self._prepare(src if isinstance(src, bytes) else src.read()) for src in sources]
-
-    def _prepare(self, data: bytes) -> _Prepared:
-        digest = blake3_digest(data)
-        if digest == _zero_digest(len(data)):
-            return _Prepared(data, digest, True, None, Compressor.NONE)
-        if digest in self.index:
-            return _Prepared(data, digest, False, None, Compressor.NONE)
-        stored, used = compress(data, self.compressor)
-        return _Prepared(data, digest, False, stored, used)
 
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:
@@ -169,12 +129,11 @@ class Chunker:
             for (node, offset, _), prepared in zip(batch, fut.result(), strict=True):
                 self._consume(node, offset, prepared)
 
-    def _consume(self, node: Node, offset: int, p: _Prepared) -> None:
-        data = p.data
+    def _consume(self, node: Node, offset: int, p: Prepared) -> None:
         stats = self.stats
         stats.chunks += 1
-        stats.bytes_in += len(data)
-        self.progress.advance(len(data))
+        stats.bytes_in += p.size
+        self.progress.advance(p.size)
         if p.hole:
             stats.holes += 1
             return
@@ -183,29 +142,13 @@ class Chunker:
             stats.deduplicated += 1
             node.chunks.append((offset, known))
             return
-        stored, used = (p.stored, p.compressor) if p.stored is not None else compress(data, self.compressor)
-        assert self._writer is not None
-        chunk = self._writer.append(stored, len(data), used, p.digest)
+        # A worker skips compression only for digests already in the index, so stored is set.
+        assert p.stored is not None and self._writer is not None
+        chunk = self._writer.append(p.stored, p.size, p.compressor, p.digest)
         self.index[p.digest] = chunk
         stats.stored += 1
-        stats.bytes_stored += len(stored)
+        stats.bytes_stored += len(p.stored)
         node.chunks.append((offset, chunk))
-
-
-def _read_ahead(path: bytes) -> None:
-    """Ask the kernel to start reading the file now, so a worker rarely waits for the disk.
-
-    Worker threads are as many as cores (more would fight over the GIL), so their reads must
-    not block: the kernel's asynchronous readahead does the waiting instead.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return  # the worker's own read reports the error
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    finally:
-        os.close(fd)
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
