@@ -84,6 +84,6 @@ def describe(
             "stored_bytes": stored,
             "compression_ratio": round(stored / data_bytes, 4) if data_bytes else None,
         },
-        "prefetch": [boot.inode(ino).ino for ino in boot.prefetch()],
+        "prefetch": boot.prefetch(),
         "tree": tree,
     }

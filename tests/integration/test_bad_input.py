@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.registry import RunningRegistry, free_port
+from fixtures.registry import RunningRegistry
 from integration.cli import lazyfly
+
+from lazyfly.local_registry import free_port
 
 pytestmark = pytest.mark.integration
 
