@@ -1,0 +1,27 @@
+"""The BlobBackend protocol: read a byte range of a data blob, wherever the blob lives.
+
+Rules every implementation keeps (tests/suites/backend_suite.py checks them on each):
+- `read_range` returns exactly `length` bytes from `offset` or raises; it never returns short;
+- a blob or range that does not exist raises lazyfly.errors.NotFound naming the digest;
+- a backend that cannot answer raises lazyfly.errors.Unavailable after its bounded retries,
+  never hangs: each attempt has a timeout;
+- `prefetch=True` marks background reads: they retry less and, where the transport allows,
+  yield to on-demand reads;
+- backends hold connections; `aclose` releases them.
+"""
+
+from typing import Protocol
+
+
+class BlobBackend(Protocol):
+    """Reads ranges of data blobs by digest."""
+
+    name: str  # "local", "registry" or "proxy": the label of its metrics
+
+    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
+        """Return `length` bytes of blob `digest` starting at `offset`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and files."""
+        ...
