@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lazyfly.compression import Compressor
 from lazyfly.format.chunk_table import encode_table
-from lazyfly.format.layout import ChunkEntry
+from lazyfly.format.layout import UNCOMPRESSED_ALIGNMENT, ChunkEntry
 
 WRITE_BUFFER = 4 << 20
 WRITE_QUEUE = 4
@@ -68,7 +68,9 @@ class BlobWriter:
         if self._buffered >= WRITE_BUFFER:
             self._flush_buffer()
         self._coff += len(stored)
-        self._uoff += size
+        # Each chunk starts on a 4 KiB boundary of the uncompressed space: a node's cache file
+        # then writes and maps whole pages, and a chunk is named by its first page.
+        self._uoff += -(-size // UNCOMPRESSED_ALIGNMENT) * UNCOMPRESSED_ALIGNMENT
         self._entries.append(entry)
         return StoredChunk(self.handle, entry)
 
@@ -95,7 +97,11 @@ class BlobWriter:
         h = self.handle
         h.digest = "sha256:" + self._sha.hexdigest()
         h.compressed_size = self._file_size()
-        h.uncompressed_size = self._uoff
+        h.uncompressed_size = (
+            self._entries[-1].uncompressed_offset + self._entries[-1].uncompressed_size
+            if self._entries
+            else 0
+        )
         h.chunk_count = len(self._entries)
         return h
 

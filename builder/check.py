@@ -61,7 +61,9 @@ def check_image(image: LazyImage, report: CheckReport) -> dict[int, ChunkTable]:
             tables[i] = table
             if i < len(blobs) and (blobs[i].chunk_count, blobs[i].uncompressed_size) != (
                 len(table),
-                sum(e.uncompressed_size for e in table.entries),
+                table.entries[-1].uncompressed_offset + table.entries[-1].uncompressed_size
+                if len(table)
+                else 0,
             ):
                 report.add(f"blob {layer.digest}: bootstrap and chunk table disagree on its size")
     _check_inodes(image, tables, report)

@@ -2,8 +2,8 @@
 
 A blob is `chunk bytes ‖ table ‖ tail`. The tail (64 bytes, at the very end) locates the table and
 carries its blake3, so a reader that has only the blob can list, fetch and verify its chunks.
-Rules: entries are sorted by uncompressed offset and never overlap; the table is rejected whole
-when its digest, its bounds or its ordering is wrong.
+Rules: entries are sorted by uncompressed offset, never overlap, and start on 4 KiB boundaries;
+the table is rejected whole when its digest, its bounds, its ordering or an alignment is wrong.
 """
 
 import bisect
@@ -19,6 +19,7 @@ from lazyfly.format.layout import (
     BLOB_VERSION,
     CHUNK_ENTRY,
     COMPRESSOR_MASK,
+    UNCOMPRESSED_ALIGNMENT,
     ChunkEntry,
 )
 
@@ -98,6 +99,8 @@ def decode_table(data: bytes, tail: BlobTail) -> "ChunkTable":
             raise RemoteProtocolError(f"chunk {i}: unknown compressor {flags & COMPRESSOR_MASK}") from None
         if uoff < uend or coff + csize > tail.table_offset or usize == 0:
             raise RemoteProtocolError(f"chunk {i}: out of order or out of bounds")
+        if uoff % UNCOMPRESSED_ALIGNMENT:
+            raise RemoteProtocolError(f"chunk {i}: uncompressed offset {uoff} is not 4 KiB aligned")
         uend = uoff + usize
         entries.append(ChunkEntry(uoff, coff, usize, csize, compressor, digest))
     if uend != tail.uncompressed_size:

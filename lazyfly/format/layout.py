@@ -12,6 +12,8 @@ from lazyfly.compression import Compressor
 MIN_CHUNK_SIZE = 4 << 10
 MAX_CHUNK_SIZE = 16 << 20
 DEFAULT_CHUNK_SIZE = 1 << 20
+# Chunks start at multiples of this in a blob's uncompressed space (see docs/format.md).
+UNCOMPRESSED_ALIGNMENT = 4 << 10
 
 # --- data blob tail ---------------------------------------------------------------------------
 

@@ -219,7 +219,7 @@ def test_directory_cycle_is_refused_by_the_writer_or_detected_by_walk() -> None:
 _ENTRIES = [
     ChunkEntry(0, 0, 4096, 100, Compressor.ZSTD, b"a" * 32),
     ChunkEntry(4096, 100, 4096, 4096, Compressor.NONE, b"b" * 32),
-    ChunkEntry(10000, 4196, 50, 30, Compressor.LZ4, b"c" * 32),
+    ChunkEntry(12288, 4196, 50, 30, Compressor.LZ4, b"c" * 32),
 ]
 TABLE_OFFSET = 4226
 BLOB = b"\x5a" * TABLE_OFFSET + encode_table(_ENTRIES, TABLE_OFFSET)

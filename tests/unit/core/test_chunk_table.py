@@ -37,17 +37,17 @@ def _raw_blob(rows: list[tuple], table_offset: int, usize: int, version: int = B
 
 @st.composite
 def _entries(draw: st.DrawFn) -> tuple[list[ChunkEntry], int]:
-    """Entries sorted by uncompressed offset (gaps allowed) and the table offset they fit before."""
+    """Entries sorted by uncompressed offset, 4 KiB aligned (gaps allowed), and the table offset."""
     n = draw(st.integers(0, 40))
     entries, uoff, coff = [], 0, 0
     for _ in range(n):
-        uoff += draw(st.integers(0, 3) | st.integers(0, 1 << 40))
+        uoff += 4096 * draw(st.integers(0, 3) | st.integers(0, 1 << 28))
         usize = draw(st.integers(1, 16 << 20))
         csize = draw(st.integers(0, usize))
         coff += draw(st.integers(0, 100))
         comp = draw(st.sampled_from(list(Compressor)))
         entries.append(ChunkEntry(uoff, coff, usize, csize, comp, draw(st.binary(min_size=32, max_size=32))))
-        uoff += usize
+        uoff += -(-usize // 4096) * 4096
         coff += csize
     return entries, coff + draw(st.integers(0, 1000))
 
@@ -91,14 +91,14 @@ def test_tail_fields_sit_at_their_documented_offsets() -> None:
 
 
 def test_find_at_chunk_boundaries_and_in_gaps() -> None:
-    a, b, c = _entry(0, 10), _entry(10, 5), _entry(20, 5)
+    a, b, c = _entry(0, 4096), _entry(4096, 5), _entry(12288, 5)
     table = _decode(_blob([a, b, c], 100))
     assert table.find(-1) is None
-    assert table.find(0) == a and table.find(9) == a
-    assert table.find(10) == b and table.find(14) == b
-    assert table.find(15) is None and table.find(19) is None
-    assert table.find(20) == c and table.find(24) == c
-    assert table.find(25) is None
+    assert table.find(0) == a and table.find(4095) == a
+    assert table.find(4096) == b and table.find(4100) == b
+    assert table.find(4101) is None and table.find(12287) is None
+    assert table.find(12288) == c and table.find(12292) == c
+    assert table.find(12293) is None
     assert len(table) == 3
 
 
@@ -156,8 +156,14 @@ def test_table_of_the_wrong_length_is_rejected() -> None:
 
 
 def test_out_of_order_entries_are_rejected() -> None:
-    blob = _raw_blob([(10, 0, 10, 1, 1, 0, DIGEST), (0, 1, 10, 1, 1, 0, DIGEST)], 2, 10)
+    blob = _raw_blob([(4096, 0, 10, 1, 1, 0, DIGEST), (0, 1, 10, 1, 1, 0, DIGEST)], 2, 10)
     with pytest.raises(RemoteProtocolError, match="chunk 1: out of order"):
+        _decode(blob)
+
+
+def test_unaligned_entry_is_rejected() -> None:
+    blob = _raw_blob([(0, 0, 10, 1, 1, 0, DIGEST), (10, 1, 10, 1, 1, 0, DIGEST)], 2, 20)
+    with pytest.raises(RemoteProtocolError, match="not 4 KiB aligned"):
         _decode(blob)
 
 
