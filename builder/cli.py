@@ -174,13 +174,16 @@ def push(outdir: str, image: str, plain_http: bool) -> None:
 @click.option("--platform", default="linux/amd64", show_default=True)
 def inspect(image: str, as_json: bool, tree: bool, plain_http: bool, platform: str) -> None:
     """Show a lazyfly image: summary, blobs, chunk and dedup figures, and its tree."""
-    from lazyfly.builder.image_source import read_lazy_metadata
+    import anyio
+
     from lazyfly.builder.inspect import describe
     from lazyfly.format.bootstrap_reader import Bootstrap
+    from lazyfly.lazy_image import fetch_lazy_metadata
     from lazyfly.oci.locate import locate_image
 
-    manifest, desc, raw = read_lazy_metadata(locate_image(image), plain_http=plain_http, platform=platform)
-    info = describe(manifest, desc, Bootstrap(raw), len(raw))
+    location = locate_image(image)
+    meta = anyio.run(lambda: fetch_lazy_metadata(location, plain_http=plain_http, platform=platform))
+    info = describe(meta.manifest, meta.descriptor, Bootstrap(meta.bootstrap), len(meta.bootstrap))
     if not tree:
         info.pop("tree")
     if as_json:

@@ -18,12 +18,10 @@ import anyio
 from lazyfly.builder.errors import SourceError
 from lazyfly.format import oci_image as fmt
 from lazyfly.format.bootstrap_reader import Bootstrap
-from lazyfly.oci.auth import RegistryAuth
 from lazyfly.oci.layout import OciLayout
 from lazyfly.oci.locate import ImageLocation
-from lazyfly.oci.manifest import Descriptor, Index, Manifest, parse_manifest, select_platform
+from lazyfly.oci.manifest import Descriptor, Manifest
 from lazyfly.oci.reference import OciLayoutRef, RegistryRef
-from lazyfly.oci.registry import RegistryClient
 from lazyfly.oci.transfer import pull_image
 from lazyfly.progress import ProgressSink
 
@@ -114,36 +112,3 @@ def as_lazy_image(image: LocalImage) -> LazyImage:
         Bootstrap(raw),
         raw,
     )
-
-
-def read_lazy_metadata(
-    location: ImageLocation, *, plain_http: bool = False, platform: str = "linux/amd64"
-) -> tuple[Manifest, Descriptor, bytes]:
-    """Return (manifest, its descriptor, bootstrap bytes) without fetching any data blob."""
-    if isinstance(location, RegistryRef):
-        return anyio.run(lambda: _fetch_registry_metadata(location, plain_http, platform))
-    with open_local_image(location, platform=platform) as image:
-        lazy = as_lazy_image(image)
-        return lazy.manifest, lazy.descriptor, lazy.bootstrap_bytes
-
-
-async def _fetch_registry_metadata(
-    ref: RegistryRef, plain_http: bool, platform: str
-) -> tuple[Manifest, Descriptor, bytes]:
-    auth = await anyio.to_thread.run_sync(RegistryAuth.from_docker_config, ref.registry)
-    async with RegistryClient(ref.registry, plain_http=plain_http, auth=auth) as client:
-        data, media_type, digest = await client.get_manifest(ref.repository, ref.reference)
-        document = parse_manifest(data, media_type)
-        if isinstance(document, Index):
-            chosen = select_platform(document, platform)
-            data, media_type, digest = await client.get_manifest(ref.repository, chosen.digest)
-            document = parse_manifest(data, media_type)
-        if not isinstance(document, Manifest) or not document.layers:
-            raise SourceError(f"{ref} is not an image manifest with layers")
-        last = document.layers[-1]
-        if last.annotations.get(fmt.ANNOTATION_BOOTSTRAP) != "true":
-            raise SourceError(f"{ref} is not a lazyfly image: its last layer is not a bootstrap")
-        if last.size > fmt.MAX_BOOTSTRAP_SIZE:
-            raise SourceError(f"{ref}: bootstrap layer of {last.size} bytes is implausibly large")
-        layer = await client.get_blob(ref.repository, last.digest)
-    return document, Descriptor(document.media_type, digest, len(data)), fmt.read_bootstrap_layer(layer)

@@ -1,0 +1,134 @@
+"""The local cache of one data blob: a sparse file addressed by the blob's uncompressed offsets.
+
+Chunk i of a blob lands at its uncompressed offset, which is page-aligned (docs/format.md §2), so
+the cache file is the blob's uncompressed space with holes where nothing was fetched yet. Beside it
+lives the blob's ChunkMap, which says which chunks are written and verified.
+
+Files (in the cache directory, named by the blob digest so one directory serves many blobs):
+`<algo>-<hex>.data` (the sparse data) and `<algo>-<hex>.map` (the readiness map).
+
+Rules:
+- A chunk is ready only by the map's bit, and the owner sets it only after `write` returned
+  (chunk_map.py, Rule 1). This module never sets bits on its own.
+- When the map starts fresh (new, foreign, or unclean after a reboot) the data file is truncated
+  to nothing and re-extended: stale blocks are freed and no byte of them is ever served.
+- A full disk (ENOSPC, EDQUOT) on write raises CacheFull, a category the read path catches to
+  serve the bytes from memory; any other OSError propagates.
+- `close` makes the data durable (fdatasync) before the map is marked clean (chunk_map.py, Rule 2).
+- Plain blocking file I/O; callers on an event loop run it in a worker thread.
+"""
+
+import errno
+import os
+from pathlib import Path
+
+from lazyfly.digest import split_digest
+from lazyfly.errors import Corrupt, FailedPrecondition
+from lazyfly.format.layout import BlobInfo
+from lazyfly.fusefs.chunk_map import ChunkMap
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CacheFull(FailedPrecondition):
+    """The cache's file system has no room (or quota) left for a chunk; the chunk is not cached."""
+
+
+class ChunkCache:
+    """The sparse data file and readiness map of one blob."""
+
+    def __init__(self, blob: BlobInfo, data_path: Path, fd: int, chunk_map: ChunkMap) -> None:
+        self.blob = blob
+        self.data_path = data_path
+        self.map = chunk_map
+        self._fd: int | None = fd
+
+    @classmethod
+    def open(cls, directory: Path, blob: BlobInfo) -> "ChunkCache":
+        """Open (creating as needed) the cache of `blob` in `directory`; reuse what it holds."""
+        algo, hexpart = split_digest(blob.digest)
+        directory.mkdir(parents=True, exist_ok=True)
+        data_path = directory / f"{algo}-{hexpart}.data"
+        chunk_map = ChunkMap.open(directory / f"{algo}-{hexpart}.map", blob.digest, blob.uncompressed_size)
+        try:
+            fd = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except BaseException:
+            chunk_map.close()
+            raise
+        try:
+            if not chunk_map.fresh and os.fstat(fd).st_size != blob.uncompressed_size:
+                # The data file was cut or replaced behind the map's back: its bits vouch for nothing.
+                chunk_map.reset()
+                chunk_map.fresh = True
+            if chunk_map.fresh:
+                os.ftruncate(fd, 0)
+            # Sparse: the full length costs no blocks, and every in-range pread returns whole.
+            os.ftruncate(fd, blob.uncompressed_size)
+        except BaseException:
+            os.close(fd)
+            chunk_map.close()
+            raise
+        return cls(blob, data_path, fd, chunk_map)
+
+    def _file(self) -> int:
+        if self._fd is None:
+            raise FailedPrecondition(f"cache of blob {self.blob.digest} is closed")
+        return self._fd
+
+    def is_ready(self, uncompressed_offset: int) -> bool:
+        """True if the chunk at `uncompressed_offset` is cached and verified."""
+        return self.map.is_ready(uncompressed_offset)
+
+    def mark_ready(self, uncompressed_offset: int) -> None:
+        """Record the chunk at `uncompressed_offset` as ready; call only after its `write` returned."""
+        self.map.mark_ready(uncompressed_offset)
+
+    def read(self, uncompressed_offset: int, size: int) -> bytes:
+        """Return `size` bytes from `uncompressed_offset` of the data file (no readiness check)."""
+        self._check(uncompressed_offset, size)
+        data = os.pread(self._file(), size, uncompressed_offset)
+        if len(data) != size:
+            raise Corrupt(
+                f"cache of blob {self.blob.digest}: short read at uncompressed offset "
+                f"{uncompressed_offset} ({len(data)} of {size} bytes)"
+            )
+        return data
+
+    def write(self, uncompressed_offset: int, data: bytes) -> None:
+        """Write `data` at `uncompressed_offset`; raise CacheFull when the disk has no room."""
+        self._check(uncompressed_offset, len(data))
+        fd = self._file()
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], uncompressed_offset + done)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise CacheFull(
+                    f"cache of blob {self.blob.digest}: no room for the chunk at uncompressed offset "
+                    f"{uncompressed_offset} in {self.data_path.parent}"
+                ) from exc
+            raise
+
+    def _check(self, uncompressed_offset: int, size: int) -> None:
+        if uncompressed_offset < 0 or size < 0 or uncompressed_offset + size > self.blob.uncompressed_size:
+            raise Corrupt(
+                f"blob {self.blob.digest}: range {uncompressed_offset}+{size} is outside its "
+                f"{self.blob.uncompressed_size}-byte uncompressed space"
+            )
+
+    def close(self) -> None:
+        """Make the data durable, then close the map (marking it clean) and the file. Idempotent."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fdatasync(fd)
+        except OSError:
+            # The data may not be durable: leave the map unclean so that a reboot resets it.
+            os.close(fd)
+            self.map.close(clean=False)
+            raise
+        os.close(fd)
+        self.map.close()

@@ -1,0 +1,137 @@
+"""fusefs commands: `mount` (one image, standalone daemon) and `umount`."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from lazyfly.units import parse_size
+
+_IMAGE_HELP = (
+    "IMAGE is an OCI layout directory, oci:PATH[:TAG], "
+    "or a registry reference HOST[:PORT]/REPO[:TAG|@DIGEST]."
+)
+
+
+@click.command(epilog=_IMAGE_HELP)
+@click.argument("image")
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="/var/lib/lazyfly/fusefs/cache",
+    show_default=True,
+    help="Where verified chunks are kept; reused by the next mount.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "local", "registry", "proxy"]),
+    default="auto",
+    show_default=True,
+    help="Where chunks come from (auto: local layout, else proxy if given, else registry).",
+)
+@click.option("--proxy", "proxy_url", help="A peer's HTTP proxy, e.g. http://127.0.0.1:4001.")
+@click.option("--plain-http", is_flag=True, help="Talk HTTP, not HTTPS, to the registry.")
+@click.option(
+    "--prefetch",
+    type=click.Choice(["none", "table", "all"]),
+    default="table",
+    show_default=True,
+    help="Fetch in the background: nothing, the image's prefetch table, or every blob.",
+)
+@click.option(
+    "--prefetch-files",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File of absolute paths to prefetch first, one per line.",
+)
+@click.option(
+    "--merge-limit",
+    default="1MiB",
+    show_default=True,
+    help="Largest single backend request when adjacent missing chunks are merged.",
+)
+@click.option("--foreground", is_flag=True, help="Serve in this process instead of a background daemon.")
+def mount(
+    image: str,
+    mountpoint: Path,
+    cache_dir: Path,
+    backend: str,
+    proxy_url: str | None,
+    plain_http: bool,
+    prefetch: str,
+    prefetch_files: Path | None,
+    merge_limit: str,
+    foreground: bool,
+) -> None:
+    """Mount a lazyfly image; chunks are fetched when read. Returns once the mount answers."""
+    from lazyfly.fusefs.config import BackendSettings, DaemonSettings, ImageSettings, PrefetchSettings
+    from lazyfly.fusefs.mountpoint import recover, wait_until_mounted
+    from lazyfly.oci.locate import locate_image
+
+    location = locate_image(image)  # a bad reference fails here, before any daemon starts
+    mountpoint = mountpoint.absolute()
+    settings = ImageSettings(
+        backend=BackendSettings(backend, proxy_url, plain_http),
+        prefetch=PrefetchSettings(prefetch, _read_list(prefetch_files) if prefetch_files else []),
+        merge_limit=parse_size(merge_limit),
+    )
+    daemon = DaemonSettings(cache_dir=cache_dir.absolute())
+    if foreground:
+        import trio
+
+        from lazyfly.fusefs.daemon import serve_image
+
+        trio.run(serve_image, location, mountpoint, daemon, settings)
+        return
+    recover(mountpoint)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    log_path = _log_path(daemon.cache_dir, mountpoint)
+    argv = [sys.argv[0], *[a for a in sys.argv[1:]], "--foreground"]
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    try:
+        wait_until_mounted(mountpoint, "fuse", lambda: child.poll() is None, daemon.mount_timeout)
+    except Exception:
+        if child.poll() is None:
+            child.terminate()
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise click.ClickException(
+            f"mount of {image} on {mountpoint} failed:\n  " + "\n  ".join(tail)
+        ) from None
+    click.echo(f"mounted {image} on {mountpoint} (daemon pid {child.pid}, log {log_path})")
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+def umount(mountpoint: Path) -> None:
+    """Unmount a lazyfly mount; its daemon then exits. A dead daemon's mount is detached."""
+    from lazyfly.fusefs.mountpoint import mount_entry, recover, unmount
+
+    if recover(mountpoint):
+        click.echo(f"detached the dead mount at {mountpoint}")
+        return
+    if mount_entry(mountpoint) is None:
+        raise click.ClickException(f"nothing is mounted at {mountpoint}")
+    unmount(mountpoint)
+    click.echo(f"unmounted {mountpoint}")
+
+
+def _read_list(path: Path) -> list[str]:
+    return [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+
+
+def _log_path(cache_dir: Path, mountpoint: Path) -> Path:
+    logs = cache_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(os.fsencode(mountpoint)).hexdigest()[:16]
+    return logs / f"mount-{name}.log"
+
+
+COMMANDS = [mount, umount]

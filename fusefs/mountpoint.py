@@ -1,0 +1,90 @@
+"""Mountpoint housekeeping: is it mounted, is it a dead FUSE mount, mount-wait and unmount.
+
+A FUSE daemon killed with SIGKILL leaves its mount behind: every access then fails with ENOTCONN
+("Transport endpoint is not connected") or ECONNABORTED and hangs nothing, but blocks a new mount
+on the same path. Rules: mount state is read from /proc/self/mountinfo, never by stat() (which is what fails);
+a dead mount is detached lazily (`umount -l`), which never blocks on the dead daemon; liveness
+is probed with statfs, which the kernel never answers from its attribute cache.
+"""
+
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lazyfly.fusefs.errors import MountFailed
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \\ooo octal
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_entry(path: Path) -> tuple[str, str] | None:
+    """(filesystem type, source) of the topmost mount at `path`, or None if nothing is mounted."""
+    target = os.path.realpath(path) if path.exists() or not path.is_symlink() else str(path)
+    found = None
+    for line in MOUNTINFO.read_text().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        if _unescape(fields[4]) == target:
+            found = (fields[sep + 1], _unescape(fields[sep + 2]))
+    return found
+
+
+def is_dead(path: Path) -> bool:
+    """True when a FUSE mount sits at `path` but its daemon is gone."""
+    entry = mount_entry(path)
+    if entry is None or not entry[0].startswith("fuse"):
+        return False
+    try:
+        os.statvfs(path)  # statfs always reaches the daemon; stat may be answered from cache
+    except OSError as exc:
+        return exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    return False
+
+
+def unmount(path: Path, *, lazy: bool = False) -> None:
+    """Unmount `path`; `lazy` detaches it even if busy or dead."""
+    argv = ["umount", "-l", str(path)] if lazy else ["umount", str(path)]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0 and mount_entry(path) is not None:
+        raise MountFailed(f"cannot unmount {path}: {result.stderr.strip()}")
+
+
+def recover(path: Path) -> bool:
+    """Detach a dead FUSE mount at `path`; return True if there was one."""
+    if is_dead(path):
+        unmount(path, lazy=True)
+        return True
+    return False
+
+
+def wait_until_mounted(path: Path, fstype_prefix: str, alive: Callable[[], bool], timeout: float) -> None:
+    """Return once a `fstype_prefix` mount at `path` answers stat; raise if `alive()` turns False."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = mount_entry(path)
+        if entry is not None and entry[0].startswith(fstype_prefix):
+            try:
+                os.stat(path)
+                return
+            except OSError:
+                pass
+        if not alive():
+            raise MountFailed(f"the daemon for {path} exited before the mount answered")
+        time.sleep(0.05)
+    raise MountFailed(f"{path} did not answer within {timeout} s")

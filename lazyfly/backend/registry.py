@@ -1,0 +1,129 @@
+"""RegistryBackend: ranges of blobs read straight from an OCI registry with HTTP Range requests.
+
+Rules kept:
+
+- Rule 1: one RegistryClient per backend, created on the first read (the Docker config is read in
+  a worker thread: a credential helper may block, bounded by its own timeout) and shared by every
+  read after it, so connections and Bearer tokens are reused.
+- Rule 2: the retries are here, not in the client (it is built with `tries=1`, so they do not
+  multiply). On-demand reads get `tries` attempts, prefetch reads `prefetch_tries`; each attempt is
+  bounded by `fail_after(attempt_timeout)`, so a dead or stalled registry gives Unavailable within
+  `retry.RetryPolicy.bound()`: tries × attempt_timeout + backoff (defaults: 4 × 15 s + 1.4 s
+  on-demand, 2 × 15 s + 0.2 s prefetch).
+- Rule 3: token refresh is RegistryAuth's job: it renews a cached Bearer token before it expires,
+  so a backend that lives for days keeps reading; redirects to blob storage are followed by the
+  client (without our Authorization header).
+- Rule 4: a range past the end of a blob is NotFound (byte_range Rule 2). Registries answer it
+  with 416 or a short 206 (docker-registry's 416 even announces a body longer than it sends), which
+  the client reports as a protocol error or Unavailable; only after such a failure does the backend
+  ask for the blob's size (HEAD, remembered per digest) to tell "past the end" from a failure, and
+  a failure it is not is raised unchanged (and retried if it is Unavailable).
+"""
+
+import anyio
+
+from lazyfly.backend.byte_range import check_range, describe, past_end
+from lazyfly.backend.retry import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_PREFETCH_TRIES,
+    DEFAULT_TRIES,
+    RetryPolicy,
+    retrying,
+)
+from lazyfly.backend.stats import BackendStats, counted
+from lazyfly.errors import FailedPrecondition, LazyflyError, RemoteProtocolError, Unavailable
+from lazyfly.oci.auth import RegistryAuth
+from lazyfly.oci.reference import RegistryRef
+from lazyfly.oci.registry import RegistryClient
+
+__all__ = ["DEFAULT_ATTEMPT_TIMEOUT", "DEFAULT_PREFETCH_TRIES", "DEFAULT_TRIES", "RegistryBackend"]
+
+
+class RegistryBackend:
+    """Reads blob ranges of `ref.repository` from `ref.registry` (tag and digest of `ref` unused)."""
+
+    name = "registry"
+
+    def __init__(
+        self,
+        ref: RegistryRef,
+        *,
+        plain_http: bool = False,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        tries: int = DEFAULT_TRIES,
+        prefetch_tries: int = DEFAULT_PREFETCH_TRIES,
+        auth: RegistryAuth | None = None,
+    ) -> None:
+        self.ref = ref
+        self.plain_http = plain_http
+        self.on_demand = RetryPolicy(tries=tries, attempt_timeout=attempt_timeout)
+        self.prefetch = RetryPolicy(tries=prefetch_tries, attempt_timeout=attempt_timeout)
+        self.stats = BackendStats()
+        self._auth = auth
+        self._client: RegistryClient | None = None
+        self._sizes: dict[str, int] = {}  # blob sizes learnt by HEAD after a failed read (Rule 4)
+        self._client_lock = anyio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RegistryBackend({self.ref.registry}/{self.ref.repository})"
+
+    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
+        """Return `length` bytes of blob `digest` from `offset`, retrying as Rule 2 says."""
+        check_range(digest, offset, length)
+        if length == 0:
+            return b""
+        policy = self.prefetch if prefetch else self.on_demand
+
+        async def read() -> bytes:
+            client = await self._registry_client(digest)
+            what = f"{describe(digest, offset, length)} from {self.ref.registry}/{self.ref.repository}"
+            return await retrying(
+                policy, lambda: self.try_read_range(client, digest, offset, length), what, self.stats
+            )
+
+        return await counted(self.stats, read)
+
+    async def try_read_range(self, client: RegistryClient, digest: str, offset: int, length: int) -> bytes:
+        """Make one attempt at a range read (no retries, no timeout: `read_range` adds both)."""
+        size = self._sizes.get(digest)
+        if size is not None and offset + length > size:
+            raise past_end(digest, offset, length, size)
+        try:
+            return await client.get_blob_range(self.ref.repository, digest, offset, length)
+        except (RemoteProtocolError, Unavailable):
+            size = await self._blob_size(client, digest)
+            if size is not None and offset + length > size:
+                raise past_end(digest, offset, length, size) from None
+            raise
+
+    async def _blob_size(self, client: RegistryClient, digest: str) -> int | None:
+        """Return the blob's size, or None if the registry cannot say now."""
+        try:
+            size = await client.head_blob(self.ref.repository, digest)
+        except LazyflyError:
+            return None
+        if size is not None:
+            self._sizes[digest] = size
+        return size
+
+    async def _registry_client(self, digest: str) -> RegistryClient:
+        async with self._client_lock:
+            if self._closed:
+                raise FailedPrecondition(f"{self!r} is closed: cannot read blob {digest}")
+            if self._client is None:
+                auth = self._auth or await anyio.to_thread.run_sync(
+                    RegistryAuth.from_docker_config, self.ref.registry
+                )
+                self._client = RegistryClient(
+                    self.ref.registry, plain_http=self.plain_http, auth=auth, tries=1
+                )
+            return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool; later reads raise FailedPrecondition (idempotent)."""
+        async with self._client_lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,84 @@
+"""Find a lazyfly image's manifest and bootstrap wherever it lives, without fetching data blobs.
+
+Used by `inspect` and by the FUSE daemon when it adds an image: a registry image costs three
+requests (manifest, maybe an index first, the bootstrap layer); a local OCI layout is read in
+place. Rule: an image whose last layer is not a lazyfly bootstrap is refused by name.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from lazyfly.errors import InvalidArgument
+from lazyfly.format import oci_image as fmt
+from lazyfly.oci.auth import RegistryAuth
+from lazyfly.oci.layout import OciLayout
+from lazyfly.oci.locate import ImageLocation
+from lazyfly.oci.manifest import Descriptor, Index, Manifest, parse_manifest, select_platform
+from lazyfly.oci.reference import OciLayoutRef, RegistryRef
+from lazyfly.oci.registry import RegistryClient
+
+
+class NotALazyImage(InvalidArgument):
+    """The image exists but is not a lazyfly image."""
+
+
+@dataclass
+class LazyImageMetadata:
+    """What a reader needs before any data: manifest, its descriptor, the bootstrap's bytes."""
+
+    manifest: Manifest
+    descriptor: Descriptor
+    bootstrap: bytes
+
+    @property
+    def blob_layers(self) -> list[Descriptor]:
+        """The data-blob layers, in blob-index order."""
+        return self.manifest.layers[:-1]
+
+
+async def fetch_lazy_metadata(
+    location: ImageLocation, *, plain_http: bool = False, platform: str = "linux/amd64"
+) -> LazyImageMetadata:
+    """Return the manifest and bootstrap of the lazyfly image at `location`."""
+    if isinstance(location, RegistryRef):
+        return await _from_registry(location, plain_http, platform)
+    if isinstance(location, OciLayoutRef):
+        path, tag = location.path, location.tag
+    else:
+        path, tag = Path(location), None
+    return await anyio.to_thread.run_sync(_from_layout, path, tag, platform)
+
+
+def _from_layout(path: Path, tag: str | None, platform: str) -> LazyImageMetadata:
+    layout = OciLayout(path).open()
+    manifest, _, desc = layout.read_manifest(tag, platform=platform)
+    last = _bootstrap_layer(manifest, str(path))
+    return LazyImageMetadata(manifest, desc, fmt.read_bootstrap_layer(layout.read_blob(last.digest)))
+
+
+async def _from_registry(ref: RegistryRef, plain_http: bool, platform: str) -> LazyImageMetadata:
+    auth = await anyio.to_thread.run_sync(RegistryAuth.from_docker_config, ref.registry)
+    async with RegistryClient(ref.registry, plain_http=plain_http, auth=auth) as client:
+        data, media_type, digest = await client.get_manifest(ref.repository, ref.reference)
+        document = parse_manifest(data, media_type)
+        if isinstance(document, Index):
+            chosen = select_platform(document, platform)
+            data, media_type, digest = await client.get_manifest(ref.repository, chosen.digest)
+            document = parse_manifest(data, media_type)
+        if not isinstance(document, Manifest):
+            raise NotALazyImage(f"{ref} is not an image manifest")
+        last = _bootstrap_layer(document, str(ref))
+        layer = await client.get_blob(ref.repository, last.digest)
+    desc = Descriptor(document.media_type, digest, len(data))
+    return LazyImageMetadata(document, desc, fmt.read_bootstrap_layer(layer))
+
+
+def _bootstrap_layer(manifest: Manifest, where: str) -> Descriptor:
+    if not manifest.layers or manifest.layers[-1].annotations.get(fmt.ANNOTATION_BOOTSTRAP) != "true":
+        raise NotALazyImage(f"{where} is not a lazyfly image: its last layer is not a bootstrap")
+    last = manifest.layers[-1]
+    if last.size > fmt.MAX_BOOTSTRAP_SIZE:
+        raise NotALazyImage(f"{where}: bootstrap layer of {last.size} bytes is implausibly large")
+    return last

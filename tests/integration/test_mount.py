@@ -1,0 +1,151 @@
+"""`lazyfly mount`: the corner-case tree mounted from an OCI layout and from a registry."""
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures.registry import RunningRegistry
+from fixtures.trees import compare_trees, make_corner_case_tree
+from integration.cli import lazyfly
+
+pytestmark = pytest.mark.integration
+CHUNK = 64 << 10
+
+
+@pytest.fixture(scope="module")
+def corner_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corner") / "tree"
+    make_corner_case_tree(root, chunk_size=CHUNK, large_file_size=8 << 20)
+    return root
+
+
+@pytest.fixture(scope="module")
+def layout(corner_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("image") / "layout"
+    lazyfly("build", corner_tree, "-o", out, "--chunk-size", "64KiB")
+    return out
+
+
+class Mounts:
+    """Mounts made by a test, always unmounted (lazily if the daemon is gone) at its end."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.points: list[Path] = []
+        self.pids: dict[Path, int] = {}
+
+    def mount(self, image: object, *flags: object, name: str = "mnt", cache: str = "cache") -> Path:
+        point = self.tmp_path / name
+        self.points.append(point)
+        out = lazyfly("mount", image, point, "--cache-dir", self.tmp_path / cache, *flags).stdout
+        self.pids[point] = int(re.search(r"daemon pid (\d+)", out).group(1))
+        return point
+
+    def cleanup(self) -> None:
+        for point in self.points:
+            subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    made = Mounts(tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def test_mounted_tree_equals_its_source(layout: Path, corner_tree: Path, mounts: Mounts):
+    point = mounts.mount(layout)
+    assert compare_trees(corner_tree, point) == []
+
+
+def test_random_ranges_read_like_the_source(layout: Path, corner_tree: Path, mounts: Mounts):
+    point = mounts.mount(layout)
+    rng = random.Random(7)
+    files = [p for p in corner_tree.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size]
+    for _ in range(300):
+        src = rng.choice(files)
+        size = src.stat().st_size
+        offset = rng.randrange(size)
+        length = rng.choice([1, 4096, CHUNK, 3 * CHUNK + 17, size])
+        with open(src, "rb") as a, open(point / src.relative_to(corner_tree), "rb") as b:
+            assert os.pread(b.fileno(), length, offset) == os.pread(a.fileno(), length, offset)
+
+
+def test_registry_image_mounts_and_reads(
+    layout: Path, corner_tree: Path, registry: RunningRegistry, mounts: Mounts
+):
+    ref = f"{registry.host}/corner:v1"
+    lazyfly("push", layout, ref, "--plain-http")
+    point = mounts.mount(ref, "--plain-http")
+    assert compare_trees(corner_tree, point) == []
+
+
+def test_restart_reuses_the_cache(layout: Path, corner_tree: Path, tmp_path: Path, mounts: Mounts):
+    copy = tmp_path / "layout-copy"
+    subprocess.run(["cp", "-a", layout, copy], check=True)
+    point = mounts.mount(copy)
+    assert compare_trees(corner_tree, point) == []  # reads every byte: all chunks cached
+    lazyfly("umount", point)
+    manifest = _manifest(copy)
+    for layer in manifest["layers"][:-1]:  # the data blobs are gone: only the cache can serve
+        (copy / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")).unlink()
+    point = mounts.mount(copy)
+    assert compare_trees(corner_tree, point) == []
+
+
+def test_corrupt_chunk_reads_as_eio_never_wrong_bytes(layout: Path, tmp_path: Path, mounts: Mounts):
+    copy = tmp_path / "layout-copy"
+    subprocess.run(["cp", "-a", layout, copy], check=True)
+    blob = copy / "blobs" / "sha256" / _manifest(copy)["layers"][0]["digest"].removeprefix("sha256:")
+    fd = os.open(blob, os.O_RDWR)
+    try:
+        os.pwrite(fd, bytes([os.pread(fd, 1, 100)[0] ^ 0xFF]), 100)
+    finally:
+        os.close(fd)
+    point = mounts.mount(copy)
+    failures = 0
+    for path in point.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                assert exc.errno == errno.EIO
+                failures += 1
+    assert failures >= 1
+
+
+def test_killed_daemon_is_recovered_by_umount_and_remount(layout: Path, mounts: Mounts):
+    point = mounts.mount(layout)
+    os.kill(mounts.pids[point], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.statvfs(point)
+        except OSError as exc:
+            assert exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+            break
+        time.sleep(0.05)
+    assert "detached" in lazyfly("umount", point).stdout
+    point = mounts.mount(layout)
+    assert (point / "sizes").is_dir()
+
+
+def test_mount_of_a_non_lazyfly_image_fails_clearly(tmp_path: Path):
+    proc = lazyfly("mount", tmp_path, tmp_path / "mnt", "--cache-dir", tmp_path / "c", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def _manifest(layout: Path) -> dict:
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].removeprefix("sha256:")
+    return json.loads((layout / "blobs" / "sha256" / digest).read_bytes())

@@ -1,0 +1,122 @@
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from lazyfly.errors import Corrupt, FailedPrecondition
+from lazyfly.format.layout import BlobInfo
+from lazyfly.fusefs.chunk_cache import CacheFull, ChunkCache
+
+BLOB = BlobInfo(
+    "sha256:" + "c" * 64, compressed_size=1 << 20, uncompressed_size=(8 << 20) + 100, chunk_count=9
+)
+OTHER = BlobInfo("sha256:" + "d" * 64, BLOB.compressed_size, BLOB.uncompressed_size, BLOB.chunk_count)
+
+
+def _paths(directory: Path, blob: BlobInfo) -> tuple[Path, Path]:
+    stem = blob.digest.replace(":", "-")
+    return directory / f"{stem}.data", directory / f"{stem}.map"
+
+
+def test_written_bytes_read_back_and_the_file_stays_sparse(tmp_path: Path):
+    cache = ChunkCache.open(tmp_path / "cache", BLOB)
+    data = os.urandom(70000)
+    cache.write(1 << 20, data)
+    cache.mark_ready(1 << 20)
+    assert cache.read(1 << 20, 70000) == data
+    assert cache.read((1 << 20) + 5, 10) == data[5:15]
+    assert cache.is_ready(1 << 20) and not cache.is_ready(0)
+    st = os.stat(cache.data_path)
+    assert st.st_size == BLOB.uncompressed_size and st.st_blocks * 512 < 1 << 20
+    cache.close()
+
+
+def test_files_are_named_by_the_blob_digest(tmp_path: Path):
+    ChunkCache.open(tmp_path, BLOB).close()
+    data_path, map_path = _paths(tmp_path, BLOB)
+    assert data_path.is_file() and map_path.is_file()
+
+
+@pytest.mark.parametrize(("offset", "size"), [(-1, 1), (BLOB.uncompressed_size - 10, 11), (1 << 40, 1)])
+def test_ranges_outside_the_blob_are_corrupt(tmp_path: Path, offset: int, size: int):
+    cache = ChunkCache.open(tmp_path, BLOB)
+    with pytest.raises(Corrupt, match=BLOB.digest):
+        cache.read(offset, size)
+    with pytest.raises(Corrupt):
+        cache.write(offset, b"x" * size)
+    cache.close()
+
+
+def test_a_reopened_cache_keeps_its_ready_chunks_and_bytes(tmp_path: Path):
+    cache = ChunkCache.open(tmp_path, BLOB)
+    cache.write(4096, b"hello")
+    cache.mark_ready(4096)
+    cache.close()
+    cache.close()  # idempotent
+    again = ChunkCache.open(tmp_path, BLOB)
+    assert again.is_ready(4096) and again.read(4096, 5) == b"hello"
+    assert again.map.ready_count() == 1
+    again.close()
+
+
+def test_files_of_another_blob_are_not_reused(tmp_path: Path):
+    cache = ChunkCache.open(tmp_path, OTHER)
+    cache.write(0, b"other blob")
+    cache.mark_ready(0)
+    cache.close()
+    for src, dst in zip(_paths(tmp_path, OTHER), _paths(tmp_path, BLOB), strict=True):
+        src.rename(dst)
+    cache = ChunkCache.open(tmp_path, BLOB)
+    assert not cache.is_ready(0)
+    assert cache.read(0, 10) == bytes(10)  # stale bytes were dropped with the map
+    cache.close()
+
+
+def test_a_data_file_resized_behind_the_maps_back_resets_the_map(tmp_path: Path):
+    cache = ChunkCache.open(tmp_path, BLOB)
+    cache.write(0, b"data")
+    cache.mark_ready(0)
+    cache.close()
+    os.truncate(_paths(tmp_path, BLOB)[0], 4096)
+    cache = ChunkCache.open(tmp_path, BLOB)
+    assert not cache.is_ready(0) and cache.map.ready_count() == 0
+    assert os.path.getsize(cache.data_path) == BLOB.uncompressed_size
+    cache.close()
+
+
+def test_a_full_disk_raises_cache_full(tiny_tmpfs: Path):
+    cache = ChunkCache.open(tiny_tmpfs, BLOB)
+    try:
+        with pytest.raises(CacheFull, match="no room"):
+            cache.write(0, os.urandom(1 << 20))
+        assert not cache.is_ready(0)
+    finally:
+        cache.close()
+
+
+def test_a_quota_error_is_cache_full_and_other_errors_pass_through(tmp_path: Path, monkeypatch):
+    cache = ChunkCache.open(tmp_path, BLOB)
+    failure = {"errno": errno.EDQUOT}
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(failure["errno"], os.strerror(failure["errno"]))
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    with pytest.raises(CacheFull):
+        cache.write(0, b"x")
+    failure["errno"] = errno.EIO
+    with pytest.raises(OSError) as info:
+        cache.write(0, b"x")
+    assert not isinstance(info.value, CacheFull)
+    monkeypatch.undo()
+    cache.close()
+
+
+def test_a_closed_cache_refuses_use(tmp_path: Path):
+    cache = ChunkCache.open(tmp_path, BLOB)
+    cache.close()
+    with pytest.raises(FailedPrecondition):
+        cache.read(0, 1)
+    with pytest.raises(FailedPrecondition):
+        cache.write(0, b"x")
