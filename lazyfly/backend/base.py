@@ -2,7 +2,9 @@
 
 Rules every implementation keeps (tests/suites/backend_suite.py checks them on each):
 - `read_range` returns exactly `length` bytes from `offset` or raises; it never returns short;
-- a blob or range that does not exist raises lazyfly.errors.NotFound naming the digest;
+- a blob that does not exist, or a range past its end, raises lazyfly.errors.NotFound naming the
+  digest (and the range); a length of 0 returns b"" without I/O; a negative offset or length or a
+  malformed digest raises InvalidArgument; a read after `aclose` raises FailedPrecondition;
 - a backend that cannot answer raises lazyfly.errors.Unavailable after its bounded retries,
   never hangs: each attempt has a timeout;
 - `prefetch=True` marks background reads: they retry less and, where the transport allows,
@@ -12,11 +14,14 @@ Rules every implementation keeps (tests/suites/backend_suite.py checks them on e
 
 from typing import Protocol
 
+from lazyfly.backend.stats import BackendStats
+
 
 class BlobBackend(Protocol):
     """Reads ranges of data blobs by digest."""
 
     name: str  # "local", "registry" or "proxy": the label of its metrics
+    stats: BackendStats
 
     async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
         """Return `length` bytes of blob `digest` starting at `offset`."""

@@ -9,7 +9,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ["builder", "fusefs", "p2p", "scheduler", "manager", "snapshotter"]
 CORE_TOP_LAYER = {"lazyfly/cli.py"}
-CODECS = ["lazyfly/format", "lazyfly/oci/reference.py", "lazyfly/oci/manifest.py"]
+CODECS = [
+    "lazyfly/format",
+    "lazyfly/oci/reference.py",
+    "lazyfly/oci/manifest.py",
+    "lazyfly/backend/byte_range.py",
+]
 IO_MODULES = {"trio", "anyio", "asyncio", "socket", "grpc", "httpx", "rocksdict"}
 
 
