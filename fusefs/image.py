@@ -13,6 +13,9 @@ from lazyfly.errors import Corrupt
 from lazyfly.format.bootstrap_reader import Bootstrap
 from lazyfly.format.layout import ChunkRef, Inode
 from lazyfly.fusefs.blob_reader import BlobReader
+from lazyfly.fusefs.reader_pool import ReaderPool
+
+SMALL_READ = 128 << 10  # reads up to this size of cached chunks skip the thread hop
 
 
 @dataclass
@@ -24,6 +27,7 @@ class MountedImage:
     bootstrap: Bootstrap
     readers: Sequence[BlobReader]
     backend: BlobBackend
+    pool: ReaderPool
     reference: str = ""
 
     async def read(self, inode: Inode, offset: int, size: int) -> bytes:
@@ -32,6 +36,10 @@ class MountedImage:
             return b""
         size = min(size, inode.size - offset)
         refs = self.bootstrap.chunks_in_range(inode, offset, size)
+        if size <= SMALL_READ:
+            warm = self._read_warm(refs, offset, size)
+            if warm is not None:
+                return warm
         out = bytearray(size)  # zeros: what holes read as
         by_blob: dict[int, list[ChunkRef]] = {}
         for ref in refs:
@@ -44,11 +52,25 @@ class MountedImage:
                 _place(out, offset, ref.file_offset, data)
         return bytes(out)
 
+    def _read_warm(self, refs: list[ChunkRef], offset: int, size: int) -> bytes | None:
+        """The range from cached chunks only, without leaving this thread; None if one is cold."""
+        out = bytearray(size)
+        for ref in refs:
+            if not 0 <= ref.blob_index < len(self.readers):
+                return None  # the general path reports it
+            lo = max(offset, ref.file_offset)
+            hi = min(offset + size, ref.file_offset + ref.uncompressed_size)
+            data = self.readers[ref.blob_index].try_read_cached(ref, lo - ref.file_offset, hi - lo)
+            if data is None:
+                return None
+            out[lo - offset : hi - offset] = data
+        return bytes(out)
+
     async def aclose(self) -> None:
-        """Close every blob reader, then the backend they share."""
+        """Let go of the blob readers and of the backend (each closes with its last user)."""
         for reader in self.readers:
-            await reader.aclose()
-        await self.backend.aclose()
+            await self.pool.release(reader)
+        await self.pool.release_backend(self.backend)
 
 
 def _place(out: bytearray, want_start: int, chunk_start: int, data: bytes) -> None:

@@ -3,7 +3,7 @@
 Rules: the bootstrap is written to `<cache>/bootstraps/<manifest digest>` only after it verified
 (header and every block), by temp file and rename, and is then mmapped; the blob table of the
 bootstrap must list exactly the manifest's data-blob layers; one backend serves all the blobs of
-an image, and is closed with it.
+an image; readers and backends are shared through the namespace's pool (fusefs/reader_pool.py).
 """
 
 import os
@@ -15,7 +15,6 @@ import trio
 from lazyfly.backend.factory import open_backend
 from lazyfly.errors import Corrupt
 from lazyfly.format.bootstrap_reader import Bootstrap, open_bootstrap
-from lazyfly.fusefs.blob_reader import BlobReader
 from lazyfly.fusefs.config import ImageSettings
 from lazyfly.fusefs.image import MountedImage
 from lazyfly.fusefs.namespace import Namespace
@@ -40,11 +39,18 @@ async def load_image(
         proxy_url=settings.backend.proxy_url,
         plain_http=settings.backend.plain_http,
     )
-    readers = [
-        BlobReader.open(cache_dir / "blobs", blob, backend, merge_limit=settings.merge_limit)
-        for blob in blobs
-    ]
-    return MountedImage(image_id, slot, bootstrap, readers, backend, str(location))
+    pool = namespace.readers
+    pool.hold_backend(backend)
+    readers = []
+    try:
+        for blob in blobs:
+            readers.append(pool.acquire(cache_dir / "blobs", blob, backend, settings.merge_limit))
+    except BaseException:
+        for reader in readers:
+            await pool.release(reader)
+        await pool.release_backend(backend)
+        raise
+    return MountedImage(image_id, slot, bootstrap, readers, backend, pool, str(location))
 
 
 def _store_bootstrap(cache_dir: Path, manifest_digest: str, data: bytes) -> Path:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from lazyfly.errors import InvalidArgument
 from lazyfly.fusefs.errors import ImageExists, ImageNotFound
 from lazyfly.fusefs.image import MountedImage
+from lazyfly.fusefs.reader_pool import ReaderPool
 
 ROOT_INODE = 1
 SLOT_SHIFT = 32
@@ -27,6 +28,7 @@ class Namespace:
 
     def __init__(self, *, single: bool = False) -> None:
         self.single = single
+        self.readers = ReaderPool()
         self._by_id: dict[str, MountedImage] = {}
         self._by_slot: dict[int, MountedImage] = {}
         self._next_slot = 1

@@ -149,3 +149,33 @@ def _manifest(layout: Path) -> dict:
     index = json.loads((layout / "index.json").read_text())
     digest = index["manifests"][0]["digest"].removeprefix("sha256:")
     return json.loads((layout / "blobs" / "sha256" / digest).read_bytes())
+
+
+def test_killed_registry_gives_eio_not_a_hang(layout: Path, tmp_path: Path, mounts: Mounts):
+    from fixtures.registry import start_registry
+
+    running = start_registry(tmp_path)
+    try:
+        ref = f"{running.host}/corner:v1"
+        lazyfly("push", layout, ref, "--plain-http")
+        point = mounts.mount(ref, "--plain-http", "--prefetch", "none")
+    finally:
+        running.stop()
+    started = time.monotonic()
+    with pytest.raises(OSError) as excinfo:
+        (point / "large" / "big.bin").read_bytes()
+    assert excinfo.value.errno == errno.EIO
+    assert time.monotonic() - started < 120  # bounded retries, not a hang (not a speed claim)
+
+
+def test_full_cache_disk_still_serves_reads(layout: Path, corner_tree: Path, tmp_path: Path, mounts: Mounts):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small], check=True)
+    try:
+        point = mounts.mount(layout, cache="small/cache")
+        big = point / "large" / "big.bin"  # 8 MiB: far more than the cache can hold
+        assert big.read_bytes() == (corner_tree / "large" / "big.bin").read_bytes()
+    finally:
+        mounts.cleanup()
+        subprocess.run(["umount", "-l", small], check=False)
