@@ -1,8 +1,13 @@
-"""The FUSE daemon's lifecycle: mount, serve until unmounted or signalled, then clean up.
+"""The FUSE daemons' lifecycles: mount, serve until unmounted or signalled, then clean up.
 
-One root nursery per daemon (STYLE 6): the FUSE loop and the signal watcher live in it; SIGTERM
-or SIGINT ends the FUSE loop with pyfuse3.terminate(), and the mount is always released and every
-image closed on the way out, whatever ended the loop.
+Two daemons: `serve_image` (`lazyfly mount`: one image at the mount's root) and `serve_daemon`
+(`lazyfly fusefs`: many images as subdirectories, added and removed through the HTTP API on a unix
+socket (api.py, served_images.py), lifecycle INIT → RUNNING → STOPPING → STOPPED (daemon_state.py)).
+
+One root nursery per daemon (STYLE 6): the FUSE loop, the signal watcher and (multi-image) the API
+server live in it; SIGTERM or SIGINT ends the FUSE loop with pyfuse3.terminate(), and the mount is
+always released and every image closed on the way out, whatever ended the loop. The multi-image
+daemon is STOPPING from the moment the loop ends (adds are refused) until every image is closed.
 """
 
 import logging
@@ -12,11 +17,17 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from lazyfly.fusefs.api import ApiRoutes
 from lazyfly.fusefs.config import DaemonSettings, ImageSettings
+from lazyfly.fusefs.daemon_state import DaemonLifecycle, DaemonState
 from lazyfly.fusefs.image_loader import load_image
+from lazyfly.fusefs.metrics import build_registry
 from lazyfly.fusefs.mountpoint import recover
 from lazyfly.fusefs.namespace import Namespace
 from lazyfly.fusefs.operations import LazyOperations
+from lazyfly.fusefs.prefetch import run_prefetch
+from lazyfly.fusefs.served_images import ServedImages
+from lazyfly.http_unix import serve_unix
 from lazyfly.oci.locate import ImageLocation
 
 log = logging.getLogger(__name__)
@@ -49,6 +60,10 @@ async def serve_image(
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_terminate_on_signal)
+                # Bad prefetch settings fail here, before the mount is reported ready; planning
+                # and fetching go on in the background, cancelled with the nursery below, which
+                # ends before mounted.aclose() runs.
+                await nursery.start(run_prefetch, mounted, image.prefetch)
                 task_status.started()
                 log.info("serving %s on %s", location, mountpoint)
                 await pyfuse3.main()
@@ -65,3 +80,39 @@ async def _terminate_on_signal() -> None:
             log.info("signal %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
             return
+
+
+async def serve_daemon(
+    mountpoint: Path,
+    api_socket: Path,
+    settings: DaemonSettings,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Mount an empty image list on `mountpoint`, serve the API on `api_socket`, run until stopped."""
+    lifecycle = DaemonLifecycle()
+    if recover(mountpoint):
+        log.warning("detached a dead FUSE mount left at %s", mountpoint)
+    namespace = Namespace(single=False)
+    images = ServedImages(namespace, settings.cache_dir, mountpoint, lifecycle)
+    routes = ApiRoutes(images, build_registry(lambda: list(namespace), trio.current_time))
+    try:
+        pyfuse3.init(LazyOperations(namespace), str(mountpoint), mount_options(settings))
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_unix, api_socket, routes.handle)
+                nursery.start_soon(_terminate_on_signal)
+                lifecycle.move(DaemonState.RUNNING)
+                task_status.started()
+                log.info("fusefs daemon on %s, API on %s", mountpoint, api_socket)
+                await pyfuse3.main()
+                lifecycle.move(DaemonState.STOPPING)
+                nursery.cancel_scope.cancel()
+        finally:
+            pyfuse3.close(unmount=True)
+    finally:
+        if lifecycle.state is not DaemonState.STOPPING:
+            lifecycle.move(DaemonState.STOPPING)
+        await images.close_all()
+        lifecycle.move(DaemonState.STOPPED)
+        log.info("fusefs daemon on %s stopped", mountpoint)

@@ -15,13 +15,14 @@ Rules:
 - Rule 2 (batches): consecutive plan entries of one blob form a batch of at most BATCH_LIMIT
   compressed bytes (a bigger chunk is a batch of its own); one `BlobReader.prefetch` call each.
   Chunks already in the cache are dropped from a batch before it is charged or fetched, so a
-  warm restart costs neither bandwidth nor backend requests.
+  warm restart costs neither bandwidth nor backend requests. Bytes are counted per batch, not
+  from the readers' counters: readers are pooled and may serve other images too.
 - Rule 3 (bandwidth): with `bandwidth > 0`, each batch is charged its compressed bytes to one
   TokenBucket shared by all workers before it is fetched (burst: one second's worth).
 - Rule 4 (never fatal): a failed batch (backend down, corrupt chunk, bad blob index) is logged
   (the first at warning, the rest at debug, a summary at the end) and counted, and the worker
   moves on; the backends already retry less for `prefetch=True`. A corrupt bootstrap stops
-  planning with an error log, not an exception.
+  planning with an error log and one failure counted, not an exception.
 - Rule 5 (ownership): `run_prefetch` owns one nursery of `settings.workers` tasks; cancelling it
   (daemon shutdown, image removal) stops every fetch, and BlobReader abandons the flights, so
   nothing half-written is marked ready. The image's readers must stay open until it returned.
@@ -64,7 +65,7 @@ class PrefetchStats:
     planned_chunks: int = 0  # chunks in the plan (each once)
     batches: int = 0  # batches fetched and cached
     failures: int = 0  # batches that failed (logged, skipped)
-    bytes: int = 0  # compressed bytes the backends returned to prefetch reads
+    bytes: int = 0  # compressed bytes of the chunks that successful batches asked for
     finished: bool = False  # the whole plan was worked through (not set when cancelled)
 
 
@@ -173,6 +174,7 @@ async def run_prefetch(
     settings: PrefetchSettings,
     *,
     stats: PrefetchStats | None = None,
+    batch_limit: int = BATCH_LIMIT,
     task_status: trio.TaskStatus[PrefetchStats] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Prefetch `image` per `settings` until done or cancelled; `started` hands over the stats.
@@ -191,6 +193,7 @@ async def run_prefetch(
     try:
         plan = await trio.to_thread.run_sync(plan_prefetch, image.bootstrap, settings)
     except Corrupt as exc:
+        stats.failures += 1
         log.error("prefetch of image %s: cannot plan: %s", image.image_id, exc)
         return
     stats.planned_chunks = len(plan)
@@ -198,8 +201,8 @@ async def run_prefetch(
         stats.finished = True
         return
     bucket = TokenBucket(settings.bandwidth, trio.current_time) if settings.bandwidth else None
-    baseline = sum(reader.stats.prefetch_bytes for reader in image.readers)
-    batches = iter(plan_batches(plan))  # shared: each worker takes the next batch in priority order
+    # One iterator shared by the workers: each takes the next batch in priority order.
+    batches = iter(plan_batches(plan, batch_limit))
 
     async def worker() -> None:
         for blob_index, refs in batches:
@@ -216,7 +219,6 @@ async def run_prefetch(
                     blob_index,
                     exc,
                 )
-            stats.bytes = sum(reader.stats.prefetch_bytes for reader in image.readers) - baseline
 
     async with trio.open_nursery() as nursery:
         for _ in range(settings.workers):
@@ -248,3 +250,4 @@ async def _fetch_batch(
         await trio.sleep(bucket.reserve(sum(ref.compressed_size for ref in todo)))
     await reader.prefetch(todo)
     stats.batches += 1
+    stats.bytes += sum(ref.compressed_size for ref in todo)
