@@ -1,4 +1,4 @@
-"""fusefs commands: `mount` (one image, standalone daemon) and `umount`."""
+"""fusefs commands: `mount` (one image, standalone daemon), `umount`, and `fusefs` (the API daemon)."""
 
 import hashlib
 import os
@@ -121,6 +121,54 @@ def umount(mountpoint: Path) -> None:
     click.echo(f"unmounted {mountpoint}")
 
 
+@click.command("fusefs")
+@click.option(
+    "--mountpoint",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the images appear, one subdirectory per image id (created if missing).",
+)
+@click.option(
+    "--api-socket",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Unix socket of the HTTP API (POST/DELETE /api/v1/images, GET /api/v1/daemon, GET /metrics).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of daemon settings: cache_dir, mount_timeout, allow_other.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where verified chunks are kept (overrides the config file).",
+)
+def fusefs_daemon(
+    mountpoint: Path, api_socket: Path, config_path: Path | None, cache_dir: Path | None
+) -> None:
+    """Serve many images in one FUSE mount, added and removed through an HTTP API (runs in the foreground)."""
+    import dataclasses
+
+    import trio
+
+    from lazyfly.config import load_config
+    from lazyfly.fusefs.config import DaemonSettings
+    from lazyfly.fusefs.daemon import serve_daemon
+    from lazyfly.fusefs.mountpoint import recover
+
+    settings = load_config(config_path, DaemonSettings) if config_path else DaemonSettings()
+    if cache_dir is not None:
+        settings = dataclasses.replace(settings, cache_dir=cache_dir)
+    settings = dataclasses.replace(settings, cache_dir=settings.cache_dir.absolute())
+    mountpoint = mountpoint.absolute()
+    recover(mountpoint)  # a dead mount left by a killed daemon would fail the mkdir below
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    api_socket.absolute().parent.mkdir(parents=True, exist_ok=True)
+    trio.run(serve_daemon, mountpoint, api_socket.absolute(), settings)
+
+
 def _read_list(path: Path) -> list[str]:
     return [
         line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
@@ -134,4 +182,4 @@ def _log_path(cache_dir: Path, mountpoint: Path) -> Path:
     return logs / f"mount-{name}.log"
 
 
-COMMANDS = [mount, umount]
+COMMANDS = [mount, umount, fusefs_daemon]

@@ -100,6 +100,7 @@ async def serve_daemon(
         pyfuse3.init(LazyOperations(namespace), str(mountpoint), mount_options(settings))
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(images.serve)
                 await nursery.start(serve_unix, api_socket, routes.handle)
                 nursery.start_soon(_terminate_on_signal)
                 lifecycle.move(DaemonState.RUNNING)

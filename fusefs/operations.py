@@ -1,8 +1,8 @@
 """The pyfuse3 Operations of the lazyfly mount: a read-only POSIX view of every served image.
 
 This module only translates: kernel requests to namespace and image calls, inode records to
-attributes, and error categories to errno, here and nowhere else (Corrupt and Unavailable → EIO,
-NotFound → ENOENT). Rules: images never change, so entries and attributes of image inodes carry
+attributes, and error categories to errno, here and nowhere else (Corrupt, Unavailable and
+FailedPrecondition → EIO, NotFound → ENOENT). Rules: images never change, so entries and attributes of image inodes carry
 long timeouts and files open with keep_cache; the root lists images, which come and go, so its
 own timeouts are short. `.` and `..` are emitted by readdir (pyfuse3 does not add them).
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pyfuse3
 
-from lazyfly.errors import Corrupt, InvalidArgument, NotFound, Unavailable
+from lazyfly.errors import Corrupt, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from lazyfly.format.layout import Inode
 from lazyfly.fusefs.image import MountedImage
 from lazyfly.fusefs.namespace import ROOT_INODE, Namespace
@@ -38,7 +38,8 @@ def _errno() -> Iterator[None]:
         raise pyfuse3.FUSEError(errno.ENOENT) from exc
     except InvalidArgument as exc:
         raise pyfuse3.FUSEError(errno.EINVAL) from exc
-    except (Corrupt, Unavailable) as exc:
+    except (Corrupt, Unavailable, FailedPrecondition) as exc:
+        # FailedPrecondition: the image was removed while this request was under way.
         log.error("read failed: %s", exc)
         raise pyfuse3.FUSEError(errno.EIO) from exc
 

@@ -1,0 +1,234 @@
+"""`lazyfly fusefs`: one daemon, one FUSE mount, images added and removed through its HTTP API."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from integration.cli import LAZYFLY, lazyfly
+from prometheus_client.parser import text_string_to_metric_families
+
+from lazyfly.api.fusefs import DAEMON_PATH, IMAGES_PATH, METRICS_PATH, image_path
+from lazyfly.fusefs.mountpoint import mount_entry
+from lazyfly.http_unix import DEFAULT_REQUEST_TIMEOUT, request
+
+pytestmark = pytest.mark.integration
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+def make_tree(root: Path, seed: int, files: int) -> Path:
+    rng = random.Random(seed)
+    (root / "dir" / "sub").mkdir(parents=True)
+    (root / "hello.txt").write_text(f"hello from tree {seed}\n")
+    for i in range(files):
+        where = root / ("dir" if i % 2 else "dir/sub") / f"file{i}.bin"
+        where.write_bytes(rng.randbytes(rng.choice([1, 4096, 100_000, 700_000])))
+    os.symlink("hello.txt", root / "link")
+    return root
+
+
+def source_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """Two built images: name → (source tree, OCI layout)."""
+    base = tmp_path_factory.mktemp("images")
+    built = {}
+    for name, seed in (("alpha", 1), ("beta", 2)):
+        tree = make_tree(base / f"{name}-tree", seed, files=6)
+        layout = base / f"{name}-layout"
+        lazyfly("build", tree, "-o", layout, "--chunk-size", "64KiB")
+        built[name] = (tree, layout)
+    return built
+
+
+class Daemon:
+    """A `lazyfly fusefs` subprocess with its mount and API socket; always cleaned up."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.mountpoint = tmp_path / "mnt"
+        self.socket = tmp_path / "run" / "api.sock"
+        self.log = tmp_path / "daemon.log"
+        argv = [
+            LAZYFLY,
+            "-v",
+            "fusefs",
+            "--mountpoint",
+            self.mountpoint,
+            "--api-socket",
+            self.socket,
+            "--cache-dir",
+            tmp_path / "cache",
+        ]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(list(map(str, argv)), stdout=log, stderr=log)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"daemon exited:\n{self.log.read_text()}"
+            entry = mount_entry(self.mountpoint)
+            if self.socket.exists() and entry is not None and entry[0].startswith("fuse"):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not ready within {START_TIMEOUT} s:\n{self.log.read_text()}")
+
+    def call(self, method: str, target: str, body: object = None) -> tuple[int, bytes]:
+        async def exchange() -> tuple[int, bytes]:
+            with trio.fail_after(DEFAULT_REQUEST_TIMEOUT):
+                return await request(self.socket, method, target, body)
+
+        return trio.run(exchange)
+
+    def add(self, image_id: str, reference: object) -> tuple[int, dict]:
+        status, body = self.call("POST", IMAGES_PATH, {"id": image_id, "reference": str(reference)})
+        return status, json.loads(body)
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT)
+        subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    running = Daemon(tmp_path)
+    try:
+        yield running
+    finally:
+        running.cleanup()
+
+
+def assert_serves(mounted: Path, tree: Path) -> None:
+    expected = source_files(tree)
+    assert source_files(mounted) == expected
+    assert os.readlink(mounted / "link") == "hello.txt"
+    assert sorted(os.listdir(mounted)) == sorted(os.listdir(tree))
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_two_images_are_served_side_by_side(daemon: Daemon, images: dict[str, tuple[Path, Path]]):
+    for name, (_, layout) in images.items():
+        status, info = daemon.add(name, layout if name == "alpha" else f"oci:{layout}")
+        assert status == 201, info
+        assert info["id"] == name and info["backend"] == "local" and info["blobs"]
+    assert sorted(os.listdir(daemon.mountpoint)) == ["alpha", "beta"]
+    for name, (tree, _) in images.items():
+        assert_serves(daemon.mountpoint / name, tree)
+
+    status, body = daemon.call("GET", DAEMON_PATH)
+    info = json.loads(body)
+    assert status == 200
+    assert info["state"] == "RUNNING" and info["mountpoint"] == str(daemon.mountpoint)
+    assert [image["id"] for image in info["images"]] == ["alpha", "beta"]
+    assert all(image["cache"]["bytes_fetched"] > 0 for image in info["images"])
+
+    status, body = daemon.call("GET", METRICS_PATH)
+    assert status == 200
+    samples = metric_samples(body.decode())
+    for name in images:
+        fetched = samples[("lazyfly_fusefs_fetched_bytes_total", (("backend", "local"), ("image", name)))]
+        assert fetched > 0
+        assert samples[("lazyfly_fusefs_chunk_reads_total", (("image", name),))] > 0
+        assert samples[("lazyfly_fusefs_digest_failures_total", (("image", name),))] == 0
+        assert samples[("lazyfly_fusefs_oldest_inflight_age_seconds", (("image", name),))] == 0
+    assert samples[("lazyfly_fusefs_images", ())] == 2
+
+
+def test_deleting_an_image_makes_its_directory_disappear(
+    daemon: Daemon, images: dict[str, tuple[Path, Path]]
+):
+    for name, (_, layout) in images.items():
+        assert daemon.add(name, layout)[0] == 201
+    gone = daemon.mountpoint / "alpha"
+    assert (gone / "hello.txt").read_text().startswith("hello")  # the kernel now caches its dentry
+
+    status, body = daemon.call("DELETE", image_path("alpha"))
+    assert (status, body) == (204, b"")
+    deadline = time.monotonic() + 5  # the dentry is invalidated asynchronously
+    while gone.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not gone.exists()
+    assert os.listdir(daemon.mountpoint) == ["beta"]
+    assert_serves(daemon.mountpoint / "beta", images["beta"][0])
+
+    status, body = daemon.call("DELETE", image_path("alpha"))
+    assert status == 404 and "alpha" in json.loads(body)["message"]
+    status, body = daemon.call("GET", DAEMON_PATH)
+    assert [image["id"] for image in json.loads(body)["images"]] == ["beta"]
+
+
+def test_bad_adds_get_4xx_with_readable_messages(
+    daemon: Daemon, images: dict[str, tuple[Path, Path]], tmp_path: Path
+):
+    layout = images["alpha"][1]
+    assert daemon.add("alpha", layout)[0] == 201
+    status, error = daemon.add("alpha", layout)
+    assert status == 409 and "alpha" in error["message"]
+
+    status, error = daemon.add("missing", f"oci:{tmp_path / 'nowhere'}")
+    assert status == 404 and "nowhere" in error["message"]
+    status, error = daemon.add("bad", "Not A Reference!")
+    assert status == 400 and "Not A Reference!" in error["message"]
+    status, error = daemon.add("../escape", layout)
+    assert status == 400 and "image id" in error["message"]
+    status, body = daemon.call("POST", IMAGES_PATH, {"id": "x", "reference": str(layout), "backend": "local"})
+    assert status == 400 and "backend" in json.loads(body)["message"]
+    status, body = daemon.call("POST", IMAGES_PATH, b"{not json")
+    assert status == 400 and "not valid JSON" in json.loads(body)["message"]
+    assert os.listdir(daemon.mountpoint) == ["alpha"]
+
+
+def test_sigterm_stops_the_daemon_and_unmounts(daemon: Daemon, images: dict[str, tuple[Path, Path]]):
+    assert daemon.add("alpha", images["alpha"][1])[0] == 201
+    assert (daemon.mountpoint / "alpha" / "hello.txt").exists()
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=STOP_TIMEOUT) == 0, daemon.log.read_text()
+    assert mount_entry(daemon.mountpoint) is None
+    assert not daemon.socket.exists()
+    assert "stopped" in daemon.log.read_text()
+
+
+def test_an_image_added_with_prefetch_all_is_fetched_before_it_is_read(
+    daemon: Daemon, images: dict[str, tuple[Path, Path]]
+):
+    layout = images["beta"][1]
+    add = {"id": "beta", "reference": str(layout), "prefetch": {"mode": "all", "workers": 1}}
+    status, body = daemon.call("POST", IMAGES_PATH, add)
+    assert status == 201, body
+    deadline = time.monotonic() + 20
+    cache: dict = {}
+    while time.monotonic() < deadline:
+        cache = json.loads(daemon.call("GET", image_path("beta"))[1])["cache"]
+        if cache["prefetch_bytes"] and not cache["inflight"]:
+            break
+        time.sleep(0.1)
+    assert cache["prefetch_bytes"] > 0 and cache["cache_hits"] == 0
+    assert_serves(daemon.mountpoint / "beta", images["beta"][0])
+    after = json.loads(daemon.call("GET", image_path("beta"))[1])["cache"]
+    assert after["bytes_fetched"] == cache["bytes_fetched"]  # every read came from the cache
+    status, body = daemon.call("DELETE", image_path("beta"))
+    assert status == 204
