@@ -139,19 +139,18 @@ class BlobReader:
         """
         await trio.to_thread.run_sync(self.cache.close)
 
-    def try_read_cached(self, ref: ChunkRef, start: int, length: int) -> bytes | None:
-        """Bytes [start, start+length) of a ready chunk, read right here; None if it is not ready.
+    def claim_cached(self, ref: ChunkRef) -> bool:
+        """True (and one cache hit counted) if `ref` is cached and no fetch of it is under way.
 
-        Small reads of warm data take this path: a pread from the page cache costs microseconds,
-        a hop to a worker thread costs more than that.
+        The read path then copies the bytes it needs straight from the cache file
+        (`cache.read_into`): no whole-chunk read, no thread hop for small reads.
         """
         self._check(ref)
         key = ref.uncompressed_offset
         if self._inflight.get(key) is not None or not self.cache.is_ready(key):
-            return None
-        data = self.cache.read(key + start, length)
+            return False
         self._counters.cache_hits += 1
-        return data
+        return True
 
     async def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
         """Return the verified uncompressed bytes of each ref, in order."""

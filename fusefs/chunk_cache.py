@@ -83,6 +83,19 @@ class ChunkCache:
         """Record the chunk at `uncompressed_offset` as ready; call only after its `write` returned."""
         self.map.mark_ready(uncompressed_offset)
 
+    def read_into(self, uncompressed_offset: int, view: memoryview) -> None:
+        """Fill `view` from `uncompressed_offset` of the data file (no readiness check, no copy)."""
+        self._check(uncompressed_offset, len(view))
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._file(), [view[done:]], uncompressed_offset + done)
+            if got <= 0:
+                raise Corrupt(
+                    f"cache of blob {self.blob.digest}: short read at uncompressed offset "
+                    f"{uncompressed_offset + done}"
+                )
+            done += got
+
     def read(self, uncompressed_offset: int, size: int) -> bytes:
         """Return `size` bytes from `uncompressed_offset` of the data file (no readiness check)."""
         self._check(uncompressed_offset, size)

@@ -43,3 +43,4 @@ class DaemonSettings:
     cache_dir: Path = DEFAULT_CACHE_DIR
     mount_timeout: float = DEFAULT_MOUNT_TIMEOUT
     allow_other: bool = True
+    read_ahead_kb: int = 4096  # the kernel's read-ahead on the mount (FUSE starts at 128)

@@ -22,7 +22,7 @@ from lazyfly.fusefs.config import DaemonSettings, ImageSettings
 from lazyfly.fusefs.daemon_state import DaemonLifecycle, DaemonState
 from lazyfly.fusefs.image_loader import load_image
 from lazyfly.fusefs.metrics import build_registry
-from lazyfly.fusefs.mountpoint import recover
+from lazyfly.fusefs.mountpoint import recover, set_read_ahead
 from lazyfly.fusefs.namespace import Namespace
 from lazyfly.fusefs.operations import LazyOperations
 from lazyfly.fusefs.prefetch import run_prefetch
@@ -31,6 +31,8 @@ from lazyfly.http_unix import serve_unix
 from lazyfly.oci.locate import ImageLocation
 
 log = logging.getLogger(__name__)
+READ_AHEAD_CHECKS = 5
+READ_AHEAD_CHECK_INTERVAL = 0.2
 
 
 def mount_options(settings: DaemonSettings) -> set[str]:
@@ -60,6 +62,7 @@ async def serve_image(
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_terminate_on_signal)
+                nursery.start_soon(raise_read_ahead, mountpoint, daemon.read_ahead_kb)
                 # Bad prefetch settings fail here, before the mount is reported ready; planning
                 # and fetching go on in the background, cancelled with the nursery below, which
                 # ends before mounted.aclose() runs.
@@ -72,6 +75,21 @@ async def serve_image(
             pyfuse3.close(unmount=True)
     finally:
         await mounted.aclose()
+
+
+async def raise_read_ahead(mountpoint: Path, kib: int) -> None:
+    """Widen the mount's read-ahead once the kernel has taken the daemon's INIT answer.
+
+    INIT caps read-ahead at what the kernel proposed (128 KiB) and happens once the FUSE loop
+    runs, so the window is set from inside the loop and checked again for a moment.
+    """
+    for _ in range(READ_AHEAD_CHECKS):
+        await trio.sleep(READ_AHEAD_CHECK_INTERVAL)
+        try:
+            set_read_ahead(mountpoint, kib)
+        except OSError as exc:
+            log.warning("cannot set read-ahead of %s: %s", mountpoint, exc)
+            return
 
 
 async def _terminate_on_signal() -> None:
@@ -103,6 +121,7 @@ async def serve_daemon(
                 await nursery.start(images.serve)
                 await nursery.start(serve_unix, api_socket, routes.handle)
                 nursery.start_soon(_terminate_on_signal)
+                nursery.start_soon(raise_read_ahead, mountpoint, settings.read_ahead_kb)
                 lifecycle.move(DaemonState.RUNNING)
                 task_status.started()
                 log.info("fusefs daemon on %s, API on %s", mountpoint, api_socket)

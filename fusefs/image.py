@@ -8,6 +8,8 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import trio
+
 from lazyfly.backend.base import BlobBackend
 from lazyfly.errors import Corrupt
 from lazyfly.format.bootstrap_reader import Bootstrap
@@ -15,7 +17,8 @@ from lazyfly.format.layout import ChunkRef, Inode
 from lazyfly.fusefs.blob_reader import BlobReader
 from lazyfly.fusefs.reader_pool import ReaderPool
 
-SMALL_READ = 128 << 10  # reads up to this size of cached chunks skip the thread hop
+_Slice = tuple[BlobReader, int, int, int]  # reader, offset in its cache file, offset in out, length
+SMALL_READ = 128 << 10  # cached reads up to this size are copied without a thread hop
 
 
 @dataclass
@@ -30,17 +33,21 @@ class MountedImage:
     pool: ReaderPool
     reference: str = ""
 
-    async def read(self, inode: Inode, offset: int, size: int) -> bytes:
+    async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
         """Return up to `size` bytes of regular file `inode` from `offset` (short only at EOF)."""
         if not stat.S_ISREG(inode.mode) or offset >= inode.size or size <= 0:
             return b""
         size = min(size, inode.size - offset)
         refs = self.bootstrap.chunks_in_range(inode, offset, size)
-        if size <= SMALL_READ:
-            warm = self._read_warm(refs, offset, size)
-            if warm is not None:
-                return warm
-        out = bytearray(size)  # zeros: what holes read as
+        slices = self._cached_slices(refs, offset, size)
+        if slices is not None:
+            out = bytearray(size)  # zeros: what holes read as
+            if size <= SMALL_READ:
+                _fill(out, slices)
+            else:
+                await trio.to_thread.run_sync(_fill, out, slices)
+            return out
+        out = bytearray(size)
         by_blob: dict[int, list[ChunkRef]] = {}
         for ref in refs:
             by_blob.setdefault(ref.blob_index, []).append(ref)
@@ -52,25 +59,31 @@ class MountedImage:
                 _place(out, offset, ref.file_offset, data)
         return bytes(out)
 
-    def _read_warm(self, refs: list[ChunkRef], offset: int, size: int) -> bytes | None:
-        """The range from cached chunks only, without leaving this thread; None if one is cold."""
-        out = bytearray(size)
+    def _cached_slices(self, refs: list[ChunkRef], offset: int, size: int) -> list[_Slice] | None:
+        """Where each part of the range sits in the cache files; None if a chunk is not cached."""
+        slices = []
         for ref in refs:
             if not 0 <= ref.blob_index < len(self.readers):
                 return None  # the general path reports it
+            reader = self.readers[ref.blob_index]
+            if not reader.claim_cached(ref):
+                return None
             lo = max(offset, ref.file_offset)
             hi = min(offset + size, ref.file_offset + ref.uncompressed_size)
-            data = self.readers[ref.blob_index].try_read_cached(ref, lo - ref.file_offset, hi - lo)
-            if data is None:
-                return None
-            out[lo - offset : hi - offset] = data
-        return bytes(out)
+            slices.append((reader, ref.uncompressed_offset + lo - ref.file_offset, lo - offset, hi - lo))
+        return slices
 
     async def aclose(self) -> None:
         """Let go of the blob readers and of the backend (each closes with its last user)."""
         for reader in self.readers:
             await self.pool.release(reader)
         await self.pool.release_backend(self.backend)
+
+
+def _fill(out: bytearray, slices: list[_Slice]) -> None:
+    view = memoryview(out)
+    for reader, cache_offset, at, length in slices:
+        reader.cache.read_into(cache_offset, view[at : at + length])
 
 
 def _place(out: bytearray, want_start: int, chunk_start: int, data: bytes) -> None:

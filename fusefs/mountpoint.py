@@ -33,16 +33,37 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def mount_entry(path: Path) -> tuple[str, str] | None:
-    """(filesystem type, source) of the topmost mount at `path`, or None if nothing is mounted."""
-    target = os.path.realpath(path) if path.exists() or not path.is_symlink() else str(path)
+def _mountinfo_fields(path: Path) -> list[str] | None:
+    # realpath would stat a dead mount's path; resolve only its parent
+    target = os.path.join(os.path.realpath(path.parent), path.name)
     found = None
     for line in MOUNTINFO.read_text().splitlines():
         fields = line.split()
-        sep = fields.index("-")
         if _unescape(fields[4]) == target:
-            found = (fields[sep + 1], _unescape(fields[sep + 2]))
+            found = fields
     return found
+
+
+def mount_entry(path: Path) -> tuple[str, str] | None:
+    """(filesystem type, source) of the topmost mount at `path`, or None if nothing is mounted."""
+    fields = _mountinfo_fields(path)
+    if fields is None:
+        return None
+    sep = fields.index("-")
+    return fields[sep + 1], _unescape(fields[sep + 2])
+
+
+def set_read_ahead(path: Path, kib: int) -> None:
+    """Set the kernel's read-ahead window of the mount at `path` (its backing-device info).
+
+    FUSE mounts start with 128 KiB, which caps sequential reads at 128 KiB requests; a larger
+    window lets the kernel ask for whole chunks. Read from mountinfo: stat() would ask the daemon,
+    which may not be serving yet.
+    """
+    fields = _mountinfo_fields(path)
+    if fields is None:
+        raise MountFailed(f"nothing is mounted at {path}")
+    Path(f"/sys/class/bdi/{fields[2]}/read_ahead_kb").write_text(str(kib))
 
 
 def is_dead(path: Path) -> bool:

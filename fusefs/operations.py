@@ -2,9 +2,10 @@
 
 This module only translates: kernel requests to namespace and image calls, inode records to
 attributes, and error categories to errno, here and nowhere else (Corrupt, Unavailable and
-FailedPrecondition → EIO, NotFound → ENOENT). Rules: images never change, so entries and attributes of image inodes carry
-long timeouts and files open with keep_cache; the root lists images, which come and go, so its
-own timeouts are short. `.` and `..` are emitted by readdir (pyfuse3 does not add them).
+FailedPrecondition → EIO, NotFound → ENOENT). Rules: images never change, so entries and
+attributes of image inodes carry long timeouts and files open with keep_cache; the root lists
+images, which come and go, so its own timeouts are short. `.` and `..` are emitted by readdir
+(pyfuse3 does not add them).
 """
 
 import contextlib

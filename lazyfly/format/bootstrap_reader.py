@@ -8,6 +8,7 @@ or an mmap for a file on disk (`open_bootstrap`).
 
 import mmap
 import stat
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from lazyfly.format.layout import (
     is_valid_chunk_size,
 )
 
+# file offset (u64 at 0) and uncompressed size (u32 at 28) of a chunk ref
+_REF_SPAN = struct.Struct("<Q20xI")
+_REF_START = struct.Struct("<Q")
 _RECORDS = {
     "inodes": INODE,
     "dirents": DIRENT,
@@ -177,25 +181,21 @@ class Bootstrap:
         if not stat.S_ISREG(inode.mode) or length <= 0:
             return []
         lo, hi = 0, inode.count
-        while lo < hi:  # first ref whose end passes offset
+        while lo < hi:  # first ref whose end passes offset; only two fields decoded per probe
             mid = (lo + hi) // 2
-            ref = self.chunks(inode, mid, mid + 1)[0]
-            if ref.file_offset + ref.uncompressed_size <= offset:
+            file_offset, usize = _REF_SPAN.unpack(self._record("chunks", CHUNK_REF, inode.first + mid)[:32])
+            if file_offset + usize <= offset:
                 lo = mid + 1
             else:
                 hi = mid
-        refs = []
         end = offset + length
-        step = 16
-        i = lo
-        while i < inode.count:
-            batch = self.chunks(inode, i, i + step)
-            for ref in batch:
-                if ref.file_offset >= end:
-                    return refs
-                refs.append(ref)
-            i += step
-        return refs
+        hi = lo
+        while hi < inode.count:  # last ref that starts before the end
+            (file_offset,) = _REF_START.unpack(self._record("chunks", CHUNK_REF, inode.first + hi)[:8])
+            if file_offset >= end:
+                break
+            hi += 1
+        return self.chunks(inode, lo, hi)
 
     def xattrs(self, inode: Inode) -> dict[bytes, bytes]:
         """Return the extended attributes of `inode`."""
