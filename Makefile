@@ -41,6 +41,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/fuse_read.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
