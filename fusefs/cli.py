@@ -49,7 +49,7 @@ _IMAGE_HELP = (
 )
 @click.option(
     "--merge-limit",
-    default="1MiB",
+    default="4MiB",
     show_default=True,
     help="Largest single backend request when adjacent missing chunks are merged.",
 )

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_CACHE_DIR = Path("/var/lib/lazyfly/fusefs/cache")
-DEFAULT_MERGE_LIMIT = 1 << 20
+DEFAULT_MERGE_LIMIT = 4 << 20
 DEFAULT_MOUNT_TIMEOUT = 30.0
 
 

@@ -32,6 +32,7 @@ class MountedImage:
     backend: BlobBackend
     pool: ReaderPool
     reference: str = ""
+    read_amplify: int = 0
 
     async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
         """Return up to `size` bytes of regular file `inode` from `offset` (short only at EOF)."""
@@ -49,7 +50,7 @@ class MountedImage:
             return out
         out = bytearray(size)
         by_blob: dict[int, list[ChunkRef]] = {}
-        for ref in refs:
+        for ref in [*refs, *self._amplified(inode, offset + size)]:
             by_blob.setdefault(ref.blob_index, []).append(ref)
         for blob_index, blob_refs in by_blob.items():
             if not 0 <= blob_index < len(self.readers):
@@ -58,6 +59,22 @@ class MountedImage:
             for ref, data in zip(blob_refs, datas, strict=True):
                 _place(out, offset, ref.file_offset, data)
         return bytes(out)
+
+    def _amplified(self, inode: Inode, end: int) -> list[ChunkRef]:
+        """The file's next chunks after a miss, up to `read_amplify` bytes, that are not cached.
+
+        A registry answers one range request in about the time it sends a few MiB, so a cold
+        sequential reader is served far faster by one large request than by many chunk-sized
+        ones; the extra chunks land in the cache for the reads that follow.
+        """
+        if self.read_amplify <= 0 or end >= inode.size:
+            return []
+        extra = []
+        for ref in self.bootstrap.chunks_in_range(inode, end, self.read_amplify):
+            if 0 <= ref.blob_index < len(self.readers) and ref.file_offset >= end:
+                if not self.readers[ref.blob_index].cache.is_ready(ref.uncompressed_offset):
+                    extra.append(ref)
+        return extra
 
     def _cached_slices(self, refs: list[ChunkRef], offset: int, size: int) -> list[_Slice] | None:
         """Where each part of the range sits in the cache files; None if a chunk is not cached."""

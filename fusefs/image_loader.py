@@ -50,7 +50,9 @@ async def load_image(
             await pool.release(reader)
         await pool.release_backend(backend)
         raise
-    return MountedImage(image_id, slot, bootstrap, readers, backend, pool, str(location))
+    return MountedImage(
+        image_id, slot, bootstrap, readers, backend, pool, str(location), read_amplify=settings.merge_limit
+    )
 
 
 def _store_bootstrap(cache_dir: Path, manifest_digest: str, data: bytes) -> Path:
