@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 from fixtures.registry import RunningRegistry
-from fixtures.trees import compare_trees, make_corner_case_tree
+from fixtures.trees import compare_trees
 from integration.cli import lazyfly
 
 pytestmark = pytest.mark.integration
-CHUNK = 64 << 10
-
-
-@pytest.fixture(scope="module")
-def corner_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("corner") / "tree"
-    make_corner_case_tree(root, chunk_size=CHUNK, large_file_size=8 << 20)
-    return root
+CHUNK = 64 << 10  # the chunk size the corner_tree fixture is made for
 
 
 @pytest.fixture(scope="module")
