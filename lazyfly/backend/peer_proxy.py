@@ -32,6 +32,7 @@ import httpx
 
 from lazyfly.backend.base import BlobBackend
 from lazyfly.backend.byte_range import check_range, describe, parse_content_range, past_end, range_header
+from lazyfly.backend.lazy_client import LazyClient
 from lazyfly.backend.retry import (
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_PREFETCH_TRIES,
@@ -40,7 +41,7 @@ from lazyfly.backend.retry import (
     retrying,
 )
 from lazyfly.backend.stats import BackendStats, counted
-from lazyfly.errors import FailedPrecondition, InvalidArgument, NotFound, RemoteProtocolError, Unavailable
+from lazyfly.errors import InvalidArgument, NotFound, RemoteProtocolError, Unavailable
 from lazyfly.oci.auth import AuthenticationFailed, RegistryAuth
 from lazyfly.oci.reference import RegistryRef
 from lazyfly.oci.registry import DEFAULT_REGISTRY_TIMEOUT, registry_endpoint
@@ -87,9 +88,7 @@ class PeerProxyBackend:
         self.cooldown = cooldown
         self.stats = BackendStats()
         self._auth = auth
-        self._client: httpx.AsyncClient | None = None
-        self._client_lock = anyio.Lock()
-        self._closed = False
+        self._client = LazyClient(repr(self), self._make_client)
         self._down_until = float("-inf")
         self._outage = False
 
@@ -104,7 +103,7 @@ class PeerProxyBackend:
         return await counted(self.stats, lambda: self._read(digest, offset, length, prefetch))
 
     async def _read(self, digest: str, offset: int, length: int, prefetch: bool) -> bytes:
-        client = await self._proxy_client(digest)
+        client = await self._client.get(digest)
         policy = self.prefetch if prefetch else self.on_demand
 
         async def attempt() -> bytes:
@@ -200,30 +199,21 @@ class PeerProxyBackend:
             raise Unavailable(f"{what}: {self.origin} answered {status} behind {via}")
         raise RemoteProtocolError(f"{what}: {via} answered {status}")
 
-    async def _proxy_client(self, digest: str) -> httpx.AsyncClient:
-        async with self._client_lock:
-            if self._closed:
-                raise FailedPrecondition(f"{self!r} is closed: cannot read blob {digest}")
-            if self._client is None:
-                auth = self._auth or await anyio.to_thread.run_sync(
-                    RegistryAuth.from_docker_config, self.ref.registry
-                )
-                self._client = httpx.AsyncClient(
-                    proxy=self.proxy_url,
-                    auth=auth,
-                    timeout=DEFAULT_REGISTRY_TIMEOUT,
-                    follow_redirects=True,
-                    trust_env=False,  # the proxy is named explicitly; no environment proxy may replace it
-                    headers={"User-Agent": "lazyfly", "Accept-Encoding": "identity"},
-                )
-            return self._client
+    async def _make_client(self) -> httpx.AsyncClient:
+        auth = self._auth or await anyio.to_thread.run_sync(
+            RegistryAuth.from_docker_config, self.ref.registry
+        )
+        return httpx.AsyncClient(
+            proxy=self.proxy_url,
+            auth=auth,
+            timeout=DEFAULT_REGISTRY_TIMEOUT,
+            follow_redirects=True,
+            trust_env=False,  # the proxy is named explicitly; no environment proxy may replace it
+            headers={"User-Agent": "lazyfly", "Accept-Encoding": "identity"},
+        )
 
     async def aclose(self) -> None:
         """Close the proxy connections and the fallback; later reads raise FailedPrecondition."""
-        async with self._client_lock:
-            self._closed = True
-            client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()
         if self.fallback is not None:
             await self.fallback.aclose()

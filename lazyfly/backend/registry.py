@@ -23,6 +23,7 @@ Rules kept:
 import anyio
 
 from lazyfly.backend.byte_range import check_range, describe, past_end
+from lazyfly.backend.lazy_client import LazyClient
 from lazyfly.backend.retry import (
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_PREFETCH_TRIES,
@@ -31,7 +32,7 @@ from lazyfly.backend.retry import (
     retrying,
 )
 from lazyfly.backend.stats import BackendStats, counted
-from lazyfly.errors import FailedPrecondition, LazyflyError, RemoteProtocolError, Unavailable
+from lazyfly.errors import LazyflyError, RemoteProtocolError, Unavailable
 from lazyfly.oci.auth import RegistryAuth
 from lazyfly.oci.reference import RegistryRef
 from lazyfly.oci.registry import RegistryClient
@@ -60,10 +61,8 @@ class RegistryBackend:
         self.prefetch = RetryPolicy(tries=prefetch_tries, attempt_timeout=attempt_timeout)
         self.stats = BackendStats()
         self._auth = auth
-        self._client: RegistryClient | None = None
+        self._client = LazyClient(repr(self), self._make_client)
         self._sizes: dict[str, int] = {}  # blob sizes learnt by HEAD after a failed read (Rule 4)
-        self._client_lock = anyio.Lock()
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"RegistryBackend({self.ref.registry}/{self.ref.repository})"
@@ -76,7 +75,7 @@ class RegistryBackend:
         policy = self.prefetch if prefetch else self.on_demand
 
         async def read() -> bytes:
-            client = await self._registry_client(digest)
+            client = await self._client.get(digest)
             what = f"{describe(digest, offset, length)} from {self.ref.registry}/{self.ref.repository}"
             return await retrying(
                 policy, lambda: self.try_read_range(client, digest, offset, length), what, self.stats
@@ -107,23 +106,12 @@ class RegistryBackend:
             self._sizes[digest] = size
         return size
 
-    async def _registry_client(self, digest: str) -> RegistryClient:
-        async with self._client_lock:
-            if self._closed:
-                raise FailedPrecondition(f"{self!r} is closed: cannot read blob {digest}")
-            if self._client is None:
-                auth = self._auth or await anyio.to_thread.run_sync(
-                    RegistryAuth.from_docker_config, self.ref.registry
-                )
-                self._client = RegistryClient(
-                    self.ref.registry, plain_http=self.plain_http, auth=auth, tries=1
-                )
-            return self._client
+    async def _make_client(self) -> RegistryClient:
+        auth = self._auth or await anyio.to_thread.run_sync(
+            RegistryAuth.from_docker_config, self.ref.registry
+        )
+        return RegistryClient(self.ref.registry, plain_http=self.plain_http, auth=auth, tries=1)
 
     async def aclose(self) -> None:
         """Close the connection pool; later reads raise FailedPrecondition (idempotent)."""
-        async with self._client_lock:
-            self._closed = True
-            client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()
