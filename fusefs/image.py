@@ -8,8 +8,6 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import trio
-
 from lazyfly.backend.base import BlobBackend
 from lazyfly.errors import Corrupt
 from lazyfly.format.bootstrap_reader import Bootstrap
@@ -18,7 +16,6 @@ from lazyfly.fusefs.blob_reader import BlobReader
 from lazyfly.fusefs.reader_pool import ReaderPool
 
 _Slice = tuple[BlobReader, int, int, int]  # reader, offset in its cache file, offset in out, length
-SMALL_READ = 128 << 10  # cached reads up to this size are copied without a thread hop
 
 
 @dataclass
@@ -42,11 +39,11 @@ class MountedImage:
         refs = self.bootstrap.chunks_in_range(inode, offset, size)
         slices = self._cached_slices(refs, offset, size)
         if slices is not None:
+            # Cached bytes are copied right here: a pread from the local cache file (at most
+            # 1 MiB, the largest FUSE request) costs less than a hop to a worker thread, which
+            # measured at half the sequential throughput.
             out = bytearray(size)  # zeros: what holes read as
-            if size <= SMALL_READ:
-                _fill(out, slices)
-            else:
-                await trio.to_thread.run_sync(_fill, out, slices)
+            _fill(out, slices)
             return out
         out = bytearray(size)
         by_blob: dict[int, list[ChunkRef]] = {}
