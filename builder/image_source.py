@@ -43,7 +43,6 @@ class LazyImage(LocalImage):
     blob_layers: list[Descriptor]
     bootstrap_layer: Descriptor
     bootstrap: Bootstrap
-    bootstrap_bytes: bytes
 
 
 @contextlib.contextmanager
@@ -110,5 +109,4 @@ def as_lazy_image(image: LocalImage) -> LazyImage:
         blob_layers,
         layers[-1],
         Bootstrap(raw),
-        raw,
     )
