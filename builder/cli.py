@@ -74,8 +74,8 @@ def _summary(result) -> str:  # type: ignore[no-untyped-def]
     s = result.stats
     return (
         f"{result.inode_count} inodes, {result.blob_count} blobs, {s.chunks} chunks: {s.stored} stored, "
-        f"{s.deduplicated} deduplicated, {s.holes} holes; {format_size(s.bytes_in)} in, {format_size(s.bytes_stored)} stored, "
-        f"bootstrap {format_size(result.bootstrap_size)}"
+        f"{s.deduplicated} deduplicated, {s.holes} holes; {format_size(s.bytes_in)} in, "
+        f"{format_size(s.bytes_stored)} stored, bootstrap {format_size(result.bootstrap_size)}"
     )
 
 
