@@ -1,9 +1,11 @@
-"""Integration fixtures: the corner-case tree, and the cached Debian bookworm rootfs (debootstrap
-minbase, made once per machine)."""
+"""Integration fixtures: the corner-case tree, the cached Debian bookworm rootfs (debootstrap
+minbase, made once per machine), and lazyfly mounts that are always undone."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.mounts import Mounts
 from fixtures.rootfs import ROOTFS_CACHE
 from fixtures.rootfs import debian_rootfs as make_debian_rootfs
 from fixtures.trees import make_corner_case_tree
@@ -23,3 +25,12 @@ def corner_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corner") / "tree"
     make_corner_case_tree(root, chunk_size=CORNER_CHUNK, large_file_size=8 << 20)
     return root
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    made = Mounts(tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()

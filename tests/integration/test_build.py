@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.layouts import only_manifest
 from integration.cli import lazyfly
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,7 @@ def test_pax_tarball_build_round_trips(corner_tree: Path, tmp_path: Path):
 def test_a_flipped_byte_in_a_blob_fails_check(built: Path, tmp_path: Path, where: str):
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", built, copy], check=True)
-    manifest = _manifest(copy)
+    manifest = only_manifest(copy)
     blob = copy / "blobs" / "sha256" / manifest["layers"][0]["digest"].removeprefix("sha256:")
     size = blob.stat().st_size
     offset = {"start": 0, "middle": size // 2, "table": size - 100}[where]
@@ -70,7 +71,7 @@ def test_a_flipped_byte_in_a_blob_fails_check(built: Path, tmp_path: Path, where
 def test_a_flipped_byte_in_the_bootstrap_fails_check(built: Path, tmp_path: Path):
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", built, copy], check=True)
-    digest = _manifest(copy)["layers"][-1]["digest"].removeprefix("sha256:")
+    digest = only_manifest(copy)["layers"][-1]["digest"].removeprefix("sha256:")
     _flip(copy / "blobs" / "sha256" / digest, 40)
     proc = lazyfly("check", copy, check=False)
     assert proc.returncode != 0 and "error" in proc.stderr
@@ -93,12 +94,6 @@ def test_chunk_dictionary_dedups_against_another_image(built: Path, corner_tree:
     assert len(info["blobs"]) == 2  # its own (empty) blob and the dictionary's
     assert info["blobs"][0]["chunks"] == 0
     assert "check: OK" in lazyfly("check", out, "--source", corner_tree / "sizes").stdout
-
-
-def _manifest(layout: Path) -> dict:
-    index = json.loads((layout / "index.json").read_text())
-    digest = index["manifests"][0]["digest"].removeprefix("sha256:")
-    return json.loads((layout / "blobs" / "sha256" / digest).read_bytes())
 
 
 def _flip(path: Path, offset: int) -> None:

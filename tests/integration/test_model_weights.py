@@ -7,12 +7,11 @@ file from the mount; every tensor must equal the original, bit for bit, and the 
 A second mount with an empty cache loads one tensor only and must fetch a small part of the image.
 """
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.mounts import Mounts
 from integration.cli import lazyfly
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -63,28 +62,11 @@ def weights_layout(
     return out
 
 
-@pytest.fixture
-def mountpoints(tmp_path: Path) -> Iterator[list[Path]]:
-    """Mountpoints a test makes; each is lazily unmounted at the end, whatever happened."""
-    made: list[Path] = []
-    try:
-        yield made
-    finally:
-        for point in made:
-            subprocess.run(["umount", "-l", point], capture_output=True)
-
-
-def _mount(layout: Path, point: Path, cache: Path, made: list[Path]) -> Path:
-    made.append(point)
-    lazyfly("mount", layout, point, "--cache-dir", cache, "--prefetch", "none")
-    return point
-
-
 def test_safetensors_load_from_the_mount_equal_the_originals(
-    weights: tuple[Path, dict[str, Tensors]], weights_layout: Path, tmp_path: Path, mountpoints: list[Path]
+    weights: tuple[Path, dict[str, Tensors]], weights_layout: Path, mounts: Mounts
 ):
     source, written = weights
-    point = _mount(weights_layout, tmp_path / "mnt", tmp_path / "cache", mountpoints)
+    point = mounts.mount(weights_layout, "--prefetch", "none")
     assert sorted(p.name for p in point.iterdir()) == sorted(written)
     for name, originals in written.items():
         assert (point / name).stat().st_size == (source / name).stat().st_size
@@ -98,11 +80,11 @@ def test_safetensors_load_from_the_mount_equal_the_originals(
 
 
 def test_loading_one_tensor_fetches_a_small_part_of_the_image(
-    weights: tuple[Path, dict[str, Tensors]], weights_layout: Path, tmp_path: Path, mountpoints: list[Path]
+    weights: tuple[Path, dict[str, Tensors]], weights_layout: Path, mounts: Mounts
 ):
     _source, written = weights
-    cache = tmp_path / "cache"
-    point = _mount(weights_layout, tmp_path / "mnt", cache, mountpoints)
+    cache = mounts.tmp_path / "cache"
+    point = mounts.mount(weights_layout, "--prefetch", "none")
     name = sorted(written)[-1]
     key = f"layers.{FILES - 1}.3.weight"
     with safe_open(str(point / name), framework="np") as loaded:

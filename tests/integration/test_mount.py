@@ -1,17 +1,16 @@
 """`lazyfly mount`: the corner-case tree mounted from an OCI layout and from a registry."""
 
 import errno
-import json
 import os
 import random
-import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.layouts import only_manifest
+from fixtures.mounts import Mounts
 from fixtures.registry import RunningRegistry
 from fixtures.trees import compare_trees
 from integration.cli import lazyfly
@@ -25,35 +24,6 @@ def layout(corner_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("image") / "layout"
     lazyfly("build", corner_tree, "-o", out, "--chunk-size", "64KiB")
     return out
-
-
-class Mounts:
-    """Mounts made by a test, always unmounted (lazily if the daemon is gone) at its end."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.points: list[Path] = []
-        self.pids: dict[Path, int] = {}
-
-    def mount(self, image: object, *flags: object, name: str = "mnt", cache: str = "cache") -> Path:
-        point = self.tmp_path / name
-        self.points.append(point)
-        out = lazyfly("mount", image, point, "--cache-dir", self.tmp_path / cache, *flags).stdout
-        self.pids[point] = int(re.search(r"daemon pid (\d+)", out).group(1))
-        return point
-
-    def cleanup(self) -> None:
-        for point in self.points:
-            subprocess.run(["umount", "-l", point], capture_output=True)
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    made = Mounts(tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 def test_mounted_tree_equals_its_source(layout: Path, corner_tree: Path, mounts: Mounts):
@@ -89,7 +59,7 @@ def test_restart_reuses_the_cache(layout: Path, corner_tree: Path, tmp_path: Pat
     point = mounts.mount(copy)
     assert compare_trees(corner_tree, point) == []  # reads every byte: all chunks cached
     lazyfly("umount", point)
-    manifest = _manifest(copy)
+    manifest = only_manifest(copy)
     for layer in manifest["layers"][:-1]:  # the data blobs are gone: only the cache can serve
         (copy / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")).unlink()
     point = mounts.mount(copy)
@@ -99,7 +69,7 @@ def test_restart_reuses_the_cache(layout: Path, corner_tree: Path, tmp_path: Pat
 def test_corrupt_chunk_reads_as_eio_never_wrong_bytes(layout: Path, tmp_path: Path, mounts: Mounts):
     copy = tmp_path / "layout-copy"
     subprocess.run(["cp", "-a", layout, copy], check=True)
-    blob = copy / "blobs" / "sha256" / _manifest(copy)["layers"][0]["digest"].removeprefix("sha256:")
+    blob = copy / "blobs" / "sha256" / only_manifest(copy)["layers"][0]["digest"].removeprefix("sha256:")
     fd = os.open(blob, os.O_RDWR)
     try:
         os.pwrite(fd, bytes([os.pread(fd, 1, 100)[0] ^ 0xFF]), 100)
@@ -136,12 +106,6 @@ def test_killed_daemon_is_recovered_by_umount_and_remount(layout: Path, mounts: 
 def test_mount_of_a_non_lazyfly_image_fails_clearly(tmp_path: Path):
     proc = lazyfly("mount", tmp_path, tmp_path / "mnt", "--cache-dir", tmp_path / "c", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-
-
-def _manifest(layout: Path) -> dict:
-    index = json.loads((layout / "index.json").read_text())
-    digest = index["manifests"][0]["digest"].removeprefix("sha256:")
-    return json.loads((layout / "blobs" / "sha256" / digest).read_bytes())
 
 
 def test_killed_registry_gives_eio_not_a_hang(layout: Path, tmp_path: Path, mounts: Mounts):

@@ -13,10 +13,10 @@ import os
 import re
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.mounts import Mounts
 from fixtures.registry import RunningRegistry
 from integration.cli import lazyfly
 
@@ -32,16 +32,6 @@ def rootfs_layout(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("rootfs-image") / "layout"
     lazyfly("build", debian_rootfs, "-o", out)
     return out
-
-
-@pytest.fixture
-def mountpoint(tmp_path: Path) -> Iterator[Path]:
-    """An empty mountpoint, lazily unmounted at the end whatever happened (the daemon then exits)."""
-    point = tmp_path / "mnt"
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _chroot(root: Path, script: str) -> str:
@@ -73,12 +63,12 @@ def _data_blob_bytes(registry: RunningRegistry, repo: str, tag: str) -> int:
 
 
 def test_programs_run_from_the_lazily_mounted_rootfs(
-    debian_rootfs: Path, rootfs_layout: Path, registry: RunningRegistry, mountpoint: Path, tmp_path: Path
+    debian_rootfs: Path, rootfs_layout: Path, registry: RunningRegistry, mounts: Mounts
 ):
     ref = f"{registry.host}/debian:bookworm"
     lazyfly("push", rootfs_layout, ref, "--plain-http")
-    cache = tmp_path / "cache"
-    lazyfly("mount", ref, mountpoint, "--cache-dir", cache, "--plain-http", "--prefetch", "none")
+    mountpoint = mounts.mount(ref, "--plain-http", "--prefetch", "none")
+    cache = mounts.tmp_path / "cache"
 
     version = (debian_rootfs / "etc" / "debian_version").read_text().strip()
     assert re.fullmatch(r"12\.\d+", version), version
