@@ -7,7 +7,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config containerd runc docker-registry sk
 	stargz-snapshotter debootstrap busybox-static zstd curl iproute2
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages run test test-unit lint bench clean
+.PHONY: install system-packages run test test-unit lint bench clean proto
 
 install: system-packages $(STAMP)
 
@@ -42,6 +42,13 @@ lint: install
 bench: install
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/fuse_read.py
+
+# containerd's snapshots v1 stubs, from the proto we own (the generated files are committed).
+proto: install
+	rm -rf build/proto && mkdir -p build/proto
+	$(BIN)/python -m grpc_tools.protoc --proto_path=lazyfly/snapshotter/proto=snapshotter/proto \
+		--python_out=build/proto --grpc_python_out=build/proto lazyfly/snapshotter/proto/snapshots.proto
+	cp build/proto/lazyfly/snapshotter/proto/snapshots_pb2*.py snapshotter/proto/
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,6 +15,7 @@ from lazyfly import __version__
 from lazyfly.builder import cli as builder_cli
 from lazyfly.errors import InvalidArgument, LazyflyError
 from lazyfly.fusefs import cli as fusefs_cli
+from lazyfly.snapshotter import cli as snapshotter_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +30,7 @@ def group(verbose: bool) -> None:
     )
 
 
-for command in [*builder_cli.COMMANDS, *fusefs_cli.COMMANDS]:
+for command in [*builder_cli.COMMANDS, *fusefs_cli.COMMANDS, *snapshotter_cli.COMMANDS]:
     group.add_command(command)
 
 

@@ -15,7 +15,7 @@ from lazyfly.format import oci_image as fmt
 from lazyfly.oci.auth import RegistryAuth
 from lazyfly.oci.layout import OciLayout
 from lazyfly.oci.locate import ImageLocation
-from lazyfly.oci.manifest import Descriptor, Index, Manifest, parse_manifest, select_platform
+from lazyfly.oci.manifest import Descriptor, Manifest
 from lazyfly.oci.reference import OciLayoutRef, RegistryRef
 from lazyfly.oci.registry import RegistryClient
 
@@ -61,17 +61,9 @@ def _from_layout(path: Path, tag: str | None, platform: str) -> LazyImageMetadat
 async def _from_registry(ref: RegistryRef, plain_http: bool, platform: str) -> LazyImageMetadata:
     auth = await anyio.to_thread.run_sync(RegistryAuth.from_docker_config, ref.registry)
     async with RegistryClient(ref.registry, plain_http=plain_http, auth=auth) as client:
-        data, media_type, digest = await client.get_manifest(ref.repository, ref.reference)
-        document = parse_manifest(data, media_type)
-        if isinstance(document, Index):
-            chosen = select_platform(document, platform)
-            data, media_type, digest = await client.get_manifest(ref.repository, chosen.digest)
-            document = parse_manifest(data, media_type)
-        if not isinstance(document, Manifest):
-            raise NotALazyImage(f"{ref} is not an image manifest")
+        document, desc, _ = await client.get_image_manifest(ref.repository, ref.reference, platform)
         last = _bootstrap_layer(document, str(ref))
         layer = await client.get_blob(ref.repository, last.digest)
-    desc = Descriptor(document.media_type, digest, len(data))
     return LazyImageMetadata(document, desc, fmt.read_bootstrap_layer(layer))
 
 

@@ -15,7 +15,8 @@ import zlib
 from lazyfly.errors import RemoteProtocolError
 
 FORMAT_VERSION = "1"
-BLOB_MEDIA_TYPE = "application/vnd.lazyfly.blob.v1"
+# Under containerd's layer prefix, so that containerd counts data blobs as layers (one per diff_id).
+BLOB_MEDIA_TYPE = "application/vnd.oci.image.layer.lazyfly.blob.v1"
 BOOTSTRAP_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 BOOTSTRAP_PATH = "image/image.boot"
 # The bootstrap is metadata: even 100 000 files stay far below this bound.

@@ -30,7 +30,14 @@ import httpx
 
 from lazyfly.errors import Corrupt, LazyflyError, NotFound, RemoteProtocolError, Unavailable
 from lazyfly.oci.auth import AuthenticationFailed, RegistryAuth
-from lazyfly.oci.manifest import ALL_MANIFEST_TYPES, Descriptor
+from lazyfly.oci.manifest import (
+    ALL_MANIFEST_TYPES,
+    Descriptor,
+    Index,
+    Manifest,
+    parse_manifest,
+    select_platform,
+)
 from lazyfly.oci.reference import check_digest
 
 DEFAULT_REGISTRY_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -206,6 +213,21 @@ class RegistryClient:
             )
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return data, media_type, digest
+
+    async def get_image_manifest(
+        self, repo: str, reference: str, platform: str
+    ) -> tuple[Manifest, Descriptor, bytes]:
+        """Return the image manifest for `platform` (through an index if there is one), its
+        descriptor and its bytes."""
+        data, media_type, digest = await self.get_manifest(repo, reference)
+        document = parse_manifest(data, media_type)
+        if isinstance(document, Index):
+            chosen = select_platform(document, platform)
+            data, media_type, digest = await self.get_manifest(repo, chosen.digest)
+            document = parse_manifest(data, media_type or chosen.media_type)
+        if not isinstance(document, Manifest):
+            raise RemoteProtocolError(f"{repo}:{reference}: the index for {platform} points to another index")
+        return document, Descriptor(document.media_type, digest, len(data)), data
 
     async def head_manifest(
         self, repo: str, reference: str, accept: tuple[str, ...] = ALL_MANIFEST_TYPES

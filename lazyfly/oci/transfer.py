@@ -19,10 +19,10 @@ from pathlib import Path
 
 import anyio
 
-from lazyfly.errors import Corrupt, InvalidArgument, NotFound, RemoteProtocolError
+from lazyfly.errors import Corrupt, InvalidArgument, NotFound
 from lazyfly.oci.auth import RegistryAuth
 from lazyfly.oci.layout import OciLayout
-from lazyfly.oci.manifest import Descriptor, Index, Manifest, parse_manifest, select_platform
+from lazyfly.oci.manifest import Descriptor, Index, Manifest, parse_manifest
 from lazyfly.oci.reference import OciLayoutRef, RegistryRef
 from lazyfly.oci.registry import RegistryClient
 from lazyfly.progress import NullProgress, ProgressSink
@@ -49,14 +49,8 @@ async def pull_image(
     auth = await anyio.to_thread.run_sync(RegistryAuth.from_docker_config, location.registry)
     repo = location.repository
     async with RegistryClient(location.registry, plain_http=plain_http, auth=auth) as client:
-        data, media_type, digest = await client.get_manifest(repo, location.reference)
-        document = parse_manifest(data, media_type)
-        if isinstance(document, Index):
-            chosen = select_platform(document, platform)
-            data, media_type, digest = await client.get_manifest(repo, chosen.digest)
-            document = parse_manifest(data, media_type or chosen.media_type)
-        if not isinstance(document, Manifest):
-            raise RemoteProtocolError(f"{location}: the index for {platform} points to another index")
+        document, manifest_desc, data = await client.get_image_manifest(repo, location.reference, platform)
+        digest = manifest_desc.digest
         missing = _unique([document.config, *document.layers])
         missing = [b for b in missing if not await anyio.to_thread.run_sync(dest.has_blob, b.digest)]
         sink.add_total(sum(b.size for b in missing))

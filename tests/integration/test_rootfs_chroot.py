@@ -22,7 +22,7 @@ from integration.cli import lazyfly
 
 pytestmark = pytest.mark.integration
 
-BLOB_MEDIA_TYPE = "application/vnd.lazyfly.blob.v1"
+BLOB_MEDIA_TYPE = "application/vnd.oci.image.layer.lazyfly.blob.v1"
 MANIFEST_ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 MAX_FETCHED_FRACTION = 0.10  # of the compressed data blobs; these few programs read ~4 %
 

@@ -1,0 +1,45 @@
+"""Settings of the snapshotter daemon (YAML file or flags; flags win).
+
+Paths left empty are derived from `root`: the fusefs daemon's mountpoint `ROOT/mnt`, its API socket
+`ROOT/fusefs.sock` and its chunk cache `ROOT/cache`, so one directory holds a node's snapshots.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ADDRESS = Path("/run/lazyfly/snapshotter.sock")
+DEFAULT_ROOT = Path("/var/lib/lazyfly/snapshotter")
+
+
+@dataclass
+class SnapshotterSettings:
+    """Where the snapshotter listens and keeps state, and how it reaches images."""
+
+    address: Path = DEFAULT_ADDRESS
+    root: Path = DEFAULT_ROOT
+    fusefs_socket: Path | None = None  # an external fusefs daemon; None: run our own
+    fusefs_mountpoint: Path | None = None
+    cache_dir: Path | None = None
+    peer_proxy: str | None = None
+    plain_http: list[str] = field(default_factory=list)
+    prefetch: str = "table"  # none, table or all
+
+    @property
+    def managed_fusefs(self) -> bool:
+        """Whether the snapshotter runs its own fusefs daemon."""
+        return self.fusefs_socket is None
+
+    @property
+    def mountpoint(self) -> Path:
+        """The fusefs mount the images appear in."""
+        return self.fusefs_mountpoint or self.root / "mnt"
+
+    @property
+    def api_socket(self) -> Path:
+        """The fusefs daemon's API socket."""
+        return self.fusefs_socket or self.root / "fusefs.sock"
+
+    @property
+    def cache(self) -> Path:
+        """The fusefs daemon's chunk cache."""
+        return self.cache_dir or self.root / "cache"

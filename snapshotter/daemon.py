@@ -1,0 +1,90 @@
+"""The snapshotter daemon: wiring, and one root task group (STYLE 6).
+
+The task group holds the fusefs supervisor and the signal watcher; the gRPC server (grpc.aio) runs on
+the same asyncio loop and is stopped, with a grace period, when SIGTERM or SIGINT arrives. The
+fusefs daemon is left running on the way out (fusefs_supervisor Rule 1): containers keep their
+mounts while the snapshotter restarts.
+"""
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import grpc
+
+from lazyfly.api.fusefs import PrefetchSpec
+from lazyfly.snapshotter import metastore as ms
+from lazyfly.snapshotter.config import SnapshotterSettings
+from lazyfly.snapshotter.fusefs_supervisor import FusefsDaemonSpec, FusefsSupervisor
+from lazyfly.snapshotter.proto import snapshots_pb2_grpc as pb_grpc
+from lazyfly.snapshotter.remote_layers import RemoteLayers, RemoteSettings
+from lazyfly.snapshotter.service import SnapshotsService
+from lazyfly.snapshotter.snapshotter import Snapshotter
+
+log = logging.getLogger(__name__)
+STOP_GRACE = 5.0
+
+
+async def serve_snapshotter(
+    settings: SnapshotterSettings, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve containerd's snapshots API on `settings.address` until SIGTERM or SIGINT."""
+    settings.root.mkdir(parents=True, exist_ok=True)
+    store = ms.MetaStore(settings.root / "metadata.db")
+    fusefs = FusefsSupervisor(
+        FusefsDaemonSpec(
+            mountpoint=settings.mountpoint,
+            api_socket=settings.api_socket,
+            cache_dir=settings.cache,
+            log_path=settings.root / "fusefs.log",
+            managed=settings.managed_fusefs,
+        ),
+        store,
+    )
+    snapshotter = Snapshotter(settings.root, store, fusefs.image_dir)
+    remote = RemoteLayers(
+        snapshotter,
+        fusefs,
+        RemoteSettings(
+            plain_http=frozenset(settings.plain_http),
+            peer_proxy=settings.peer_proxy,
+            prefetch=PrefetchSpec(mode=settings.prefetch),  # type: ignore[arg-type]
+        ),
+    )
+    server = grpc.aio.server()
+    pb_grpc.add_SnapshotsServicer_to_server(SnapshotsService(snapshotter, remote), server)
+    _replace_stale_socket(settings.address)
+    server.add_insecure_port(f"unix://{settings.address}")
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(fusefs.serve)
+            await server.start()
+            os.chmod(settings.address, 0o600)
+            log.info("snapshotter on %s, root %s", settings.address, settings.root)
+            task_status.started()
+            await _wait_for_stop_signal()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await server.stop(STOP_GRACE)
+        store.close()
+        settings.address.unlink(missing_ok=True)
+        log.info("snapshotter on %s stopped", settings.address)
+
+
+async def _wait_for_stop_signal() -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            return
+
+
+def _replace_stale_socket(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()
+    elif path.exists():
+        raise FileExistsError(f"{path} exists and is not a socket")
