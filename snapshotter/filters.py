@@ -3,11 +3,11 @@
 Syntax (containerd `filters`): a filter is selectors joined by `,` (all must match); several filters
 are alternatives (any may match); no filter matches everything. A selector is a field path, then
 optionally an operator and a value:
-    name==foo   parent!=""   kind==Committed   labels."containerd.io/snapshot.ref"==sha256:ab
+    name==foo   parent!=""   kind==committed   labels."containerd.io/snapshot.ref"==sha256:ab
     labels.stage~=/^(a|b)$/   labels."k"   (present and not empty)
 Field path parts are identifiers or double-quoted strings joined by `.`; values are bare (up to the
-next `,`), double-quoted, or `/regex/`. Fields: name, parent, kind (View, Active, Committed, case
-ignored) and labels.<key>.
+next `,`), double-quoted, or `/regex/`. Fields: name, parent, kind (lower case,
+as containerd's metadata store names them: view, active, committed) and labels.<key>.
 
 Rule: a malformed filter raises InvalidArgument naming the filter; an unknown field matches nothing,
 as in containerd's adaptors.
@@ -40,10 +40,7 @@ class Selector:
             return present and actual != ""
         if self.operator == "~=":
             return present and re.search(self.value, actual) is not None
-        expected = self.value
-        if self.path == ("kind",):
-            actual, expected = actual.lower(), expected.lower()
-        equal = present and actual == expected
+        equal = present and actual == self.value
         return equal if self.operator == "==" else not equal
 
 
@@ -77,7 +74,7 @@ def _field(info: Info, path: tuple[str, ...]) -> tuple[bool, str]:
         case ("parent",):
             return True, info.parent
         case ("kind",):
-            return True, info.kind.title
+            return True, info.kind.name.lower()
         case ("labels", key):
             return key in info.labels, info.labels.get(key, "")
     return False, ""
