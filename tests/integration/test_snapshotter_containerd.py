@@ -9,11 +9,12 @@ containers whose image has no shell.
 
 import re
 import subprocess
+import time
 import uuid
 
 import httpx
 import pytest
-from fixtures.snapshotter import snapshotter_node
+from fixtures.snapshotter import fusefs_daemon_pid, snapshotter_node
 from fixtures.umoci_image import make_rootfs_image, make_three_layer_image, push_layout
 from integration.cli import lazyfly
 
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.integration
 SNAPSHOTTER = "lazyfly"
 BUSYBOX = "type=bind,src=/bin/busybox,dst=/.bb/busybox,options=rbind:ro"
 BB = "/.bb/busybox"
+RECONNECT_TIMEOUT = 60.0  # grpc-go backs off up to 2 minutes; it retries within seconds here
 MAX_FETCHED_FRACTION = 0.10  # of the compressed data blobs; a shell and dpkg read ~4 %
 
 
@@ -186,3 +188,48 @@ def test_a_registry_the_snapshotter_cannot_reach_fails_the_pull_and_leaves_no_sn
     assert proc.returncode != 0
     assert other.host in proc.stderr, proc.stderr
     assert snapshots() == before
+
+
+@pytest.fixture
+def running_container(node, debian_images):
+    """A Debian container from the lazy image, sleeping; killed and deleted at the end."""
+    _, _, containerd = node
+    _, lazy = debian_images
+    rpull(containerd, lazy)
+    name = f"sleeper-{uuid.uuid4().hex[:8]}"
+    containerd.ctr("run", "-d", "--snapshotter", SNAPSHOTTER, lazy, name, "sleep", "600")
+    try:
+        yield name
+    finally:
+        containerd.ctr("task", "kill", "-s", "KILL", name, check=False)
+        containerd.ctr("task", "delete", "-f", name, check=False)
+        containerd.ctr("container", "delete", name, check=False)
+
+
+def snapshots_once_reconnected(containerd) -> str:
+    """`ctr snapshots ls`, retried while containerd's channel to the restarted snapshotter backs off."""
+    deadline = time.monotonic() + RECONNECT_TIMEOUT
+    while True:
+        proc = containerd.ctr("snapshots", "--snapshotter", SNAPSHOTTER, "ls", check=False)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+        time.sleep(0.5)
+
+
+def exec_in(containerd, container, *argv):
+    return containerd.ctr("task", "exec", "--exec-id", uuid.uuid4().hex[:8], container, *argv).stdout
+
+
+def test_a_killed_snapshotter_comes_back_with_every_snapshot_and_running_containers_keep_their_mounts(
+    node, debian_images, running_container
+):
+    _, snapshotter, containerd = node
+    _, lazy = debian_images
+    listed = containerd.ctr("snapshots", "--snapshotter", SNAPSHOTTER, "ls").stdout
+    fusefs_pid = fusefs_daemon_pid(snapshotter)
+    snapshotter.restart()
+    assert fusefs_daemon_pid(snapshotter) == fusefs_pid  # adopted, not replaced
+    assert snapshots_once_reconnected(containerd) == listed
+    assert exec_in(containerd, running_container, "/bin/cat", "/etc/debian_version").strip()
+    assert run(containerd, lazy, "/bin/ls", "/usr/bin/dpkg").strip() == "/usr/bin/dpkg"
