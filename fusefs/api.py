@@ -90,7 +90,7 @@ def image_info(image: MountedImage) -> ImageInfo:
     stats = total_stats(image)
     cache = CacheStats(**{name: getattr(stats, name) for name in CacheStats.__dataclass_fields__})
     blobs = [blob.digest for blob in image.bootstrap.blobs()]
-    return ImageInfo(image.image_id, image.reference, image.backend.name, blobs, cache)
+    return ImageInfo(image.image_id, image.reference, image.backend.name, blobs, cache, image.slot)
 
 
 def image_settings(request: AddImageRequest) -> ImageSettings:
@@ -152,11 +152,15 @@ class ApiRoutes:
         raise NotFound(f"no API resource at {path}")
 
     async def _add(self, body: bytes) -> Response:
-        request = AddImageRequest.from_json(parse_json(body, "request body"))
-        settings = image_settings(request)
-        location = locate_image(request.reference)
-        image = await self.images.add(request.id, location, settings)
+        image = await add_image(self.images, AddImageRequest.from_json(parse_json(body, "request body")))
         return _json(201, image_info(image).to_json())
+
+
+async def add_image(images: ServedImages, request: AddImageRequest) -> MountedImage:
+    """Serve the image an add request names, with the settings it carries (Rule 3)."""
+    return await images.add(
+        request.id, locate_image(request.reference), image_settings(request), request.slot
+    )
 
 
 def _allow(method: str, allowed: list[str], path: str) -> None:

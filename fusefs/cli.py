@@ -145,28 +145,62 @@ def umount(mountpoint: Path) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where verified chunks are kept (overrides the config file).",
 )
+@click.option(
+    "--takeover-fd",
+    type=int,
+    help="Serve the live FUSE session on this inherited descriptor instead of mounting: a "
+    "supervisor that held a dead daemon's session (from API-SOCKET.session) passes it on.",
+)
+@click.option(
+    "--restore",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --takeover-fd: a JSON list of the dead daemon's image add requests, with their slots, "
+    "served again before the first request is answered.",
+)
 def fusefs_daemon(
-    mountpoint: Path, api_socket: Path, config_path: Path | None, cache_dir: Path | None
+    mountpoint: Path,
+    api_socket: Path,
+    config_path: Path | None,
+    cache_dir: Path | None,
+    takeover_fd: int | None,
+    restore: Path | None,
 ) -> None:
-    """Serve many images in one FUSE mount, added and removed through an HTTP API (runs in the foreground)."""
+    """Serve many images in one FUSE mount, added and removed through an HTTP API (runs in the foreground).
+
+    The daemon hands its FUSE session descriptor to clients of API-SOCKET.session, so that a
+    supervisor can keep the mount alive if the daemon dies and give it to the next one.
+    """
     import dataclasses
+    import logging
 
     import trio
 
+    from lazyfly.api.fusefs import AddImageRequest, parse_json
     from lazyfly.config import load_config
     from lazyfly.fusefs.config import DaemonSettings
-    from lazyfly.fusefs.daemon import serve_daemon
+    from lazyfly.fusefs.daemon import Takeover, serve_daemon
     from lazyfly.fusefs.mountpoint import recover
 
+    logging.getLogger("lazyfly").setLevel(logging.INFO)
     settings = load_config(config_path, DaemonSettings) if config_path else DaemonSettings()
     if cache_dir is not None:
         settings = dataclasses.replace(settings, cache_dir=cache_dir)
     settings = dataclasses.replace(settings, cache_dir=settings.cache_dir.absolute())
     mountpoint = mountpoint.absolute()
-    recover(mountpoint)  # a dead mount left by a killed daemon would fail the mkdir below
-    mountpoint.mkdir(parents=True, exist_ok=True)
+    takeover = None
+    if takeover_fd is not None:
+        listed = parse_json(restore.read_bytes(), str(restore)) if restore else []
+        if not isinstance(listed, list):
+            raise click.BadParameter(
+                f"{restore}: expected a JSON list of add requests", param_hint="--restore"
+            )
+        requests = [AddImageRequest.from_json(item, str(restore)) for item in listed]
+        takeover = Takeover(takeover_fd, requests)
+    else:
+        recover(mountpoint)  # a dead mount left by a killed daemon would fail the mkdir below
+        mountpoint.mkdir(parents=True, exist_ok=True)
     api_socket.absolute().parent.mkdir(parents=True, exist_ok=True)
-    trio.run(serve_daemon, mountpoint, api_socket.absolute(), settings)
+    trio.run(serve_daemon, mountpoint, api_socket.absolute(), settings, takeover)
 
 
 def _read_list(path: Path) -> list[str]:

@@ -12,21 +12,25 @@ daemon is STOPPING from the moment the loop ends (adds are refused) until every 
 
 import logging
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
 import trio
 
-from lazyfly.fusefs.api import ApiRoutes
+from lazyfly.api.fusefs import AddImageRequest, session_socket_path
+from lazyfly.errors import LazyflyError
+from lazyfly.fusefs.api import ApiRoutes, add_image
 from lazyfly.fusefs.config import DaemonSettings, ImageSettings
 from lazyfly.fusefs.daemon_state import DaemonLifecycle, DaemonState
 from lazyfly.fusefs.image_loader import load_image
 from lazyfly.fusefs.metrics import build_registry
-from lazyfly.fusefs.mountpoint import recover, set_read_ahead
+from lazyfly.fusefs.mountpoint import recover, set_read_ahead, unmount
 from lazyfly.fusefs.namespace import Namespace
 from lazyfly.fusefs.operations import LazyOperations
 from lazyfly.fusefs.prefetch import run_prefetch
 from lazyfly.fusefs.served_images import ServedImages
+from lazyfly.fusefs.session_takeover import find_session_fd, relay, serve_session_fd, takeover_pair
 from lazyfly.http_unix import serve_unix
 from lazyfly.oci.locate import ImageLocation
 
@@ -92,6 +96,15 @@ async def raise_read_ahead(mountpoint: Path, kib: int) -> None:
             return
 
 
+async def _restore(images: ServedImages, requests: list[AddImageRequest]) -> None:
+    """Serve the dead daemon's images in their old slots before the first request is relayed."""
+    for request in requests:
+        try:
+            await add_image(images, request)
+        except LazyflyError as exc:
+            log.error("cannot restore image %s: %s", request.id, exc)
+
+
 async def _terminate_on_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -100,29 +113,51 @@ async def _terminate_on_signal() -> None:
             return
 
 
+@dataclass
+class Takeover:
+    """A live FUSE session left by a dead daemon, and the images it served (with their slots)."""
+
+    session_fd: int
+    images: list[AddImageRequest]
+
+
 async def serve_daemon(
     mountpoint: Path,
     api_socket: Path,
     settings: DaemonSettings,
+    takeover: Takeover | None = None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Mount an empty image list on `mountpoint`, serve the API on `api_socket`, run until stopped."""
+    """Mount an empty image list on `mountpoint` (or take over the live session), serve the API on
+    `api_socket` and the session descriptor beside it, and run until stopped."""
     lifecycle = DaemonLifecycle()
-    if recover(mountpoint):
+    if takeover is None and recover(mountpoint):
         log.warning("detached a dead FUSE mount left at %s", mountpoint)
     namespace = Namespace(single=False)
     images = ServedImages(namespace, settings.cache_dir, mountpoint, lifecycle)
     routes = ApiRoutes(images, build_registry(lambda: list(namespace), trio.current_time))
+    operations, options = LazyOperations(namespace), mount_options(settings)
     try:
-        pyfuse3.init(LazyOperations(namespace), str(mountpoint), mount_options(settings))
+        if takeover is None:
+            pyfuse3.init(operations, str(mountpoint), options)
+            session_fd = find_session_fd()
+        else:
+            libfuse_end, relay_end = takeover_pair()
+            pyfuse3.init(operations, f"/dev/fd/{libfuse_end.fileno()}", options)
+            session_fd = takeover.session_fd
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(images.serve)
                 await nursery.start(serve_unix, api_socket, routes.handle)
+                await nursery.start(serve_session_fd, session_socket_path(api_socket), session_fd)
                 nursery.start_soon(_terminate_on_signal)
-                nursery.start_soon(raise_read_ahead, mountpoint, settings.read_ahead_kb)
                 lifecycle.move(DaemonState.RUNNING)
+                if takeover is None:
+                    nursery.start_soon(raise_read_ahead, mountpoint, settings.read_ahead_kb)
+                else:
+                    await _restore(images, takeover.images)
+                    nursery.start_soon(relay, session_fd, relay_end, settings.read_ahead_kb << 10)
                 task_status.started()
                 log.info("fusefs daemon on %s, API on %s", mountpoint, api_socket)
                 await pyfuse3.main()
@@ -130,6 +165,8 @@ async def serve_daemon(
                 nursery.cancel_scope.cancel()
         finally:
             pyfuse3.close(unmount=True)
+            if takeover is not None:  # libfuse did not mount this session, so it does not unmount it
+                unmount(mountpoint, lazy=True)
     finally:
         if lifecycle.state is not DaemonState.STOPPING:
             lifecycle.move(DaemonState.STOPPING)

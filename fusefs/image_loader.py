@@ -23,10 +23,16 @@ from lazyfly.oci.locate import ImageLocation
 
 
 async def load_image(
-    namespace: Namespace, image_id: str, location: ImageLocation, cache_dir: Path, settings: ImageSettings
+    namespace: Namespace,
+    image_id: str,
+    location: ImageLocation,
+    cache_dir: Path,
+    settings: ImageSettings,
+    slot: int = 0,
 ) -> MountedImage:
-    """Return `location`'s image ready to serve as `image_id` (not yet added to `namespace`)."""
-    slot = namespace.reserve_slot(image_id)
+    """Return `location`'s image ready to serve as `image_id` (not yet added to `namespace`), in
+    `slot` if given."""
+    slot = namespace.reserve_slot(image_id, slot)
     meta = await fetch_lazy_metadata(location, plain_http=settings.backend.plain_http)
     path = await trio.to_thread.run_sync(_store_bootstrap, cache_dir, meta.descriptor.digest, meta.bootstrap)
     bootstrap = open_bootstrap(path)

@@ -15,42 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lazyfly.fusefs.errors import MountFailed
-
-MOUNTINFO = Path("/proc/self/mountinfo")
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \\ooo octal
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def _mountinfo_fields(path: Path) -> list[str] | None:
-    # realpath would stat a dead mount's path; resolve only its parent
-    target = os.path.join(os.path.realpath(path.parent), path.name)
-    found = None
-    for line in MOUNTINFO.read_text().splitlines():
-        fields = line.split()
-        if _unescape(fields[4]) == target:
-            found = fields
-    return found
-
-
-def mount_entry(path: Path) -> tuple[str, str] | None:
-    """(filesystem type, source) of the topmost mount at `path`, or None if nothing is mounted."""
-    fields = _mountinfo_fields(path)
-    if fields is None:
-        return None
-    sep = fields.index("-")
-    return fields[sep + 1], _unescape(fields[sep + 2])
+from lazyfly.mountinfo import mount_entry, mount_fields
 
 
 def set_read_ahead(path: Path, kib: int) -> None:
@@ -60,7 +25,7 @@ def set_read_ahead(path: Path, kib: int) -> None:
     window lets the kernel ask for whole chunks. Read from mountinfo: stat() would ask the daemon,
     which may not be serving yet.
     """
-    fields = _mountinfo_fields(path)
+    fields = mount_fields(path)
     if fields is None:
         raise MountFailed(f"nothing is mounted at {path}")
     Path(f"/sys/class/bdi/{fields[2]}/read_ahead_kb").write_text(str(kib))

@@ -49,20 +49,26 @@ class Namespace:
         """True for the root directory that lists images (never in single-image mode)."""
         return ino == ROOT_INODE and not self.single
 
-    def reserve_slot(self, image_id: str) -> int:
-        """Check `image_id` and return the slot its image will take."""
+    def reserve_slot(self, image_id: str, slot: int = 0) -> int:
+        """Check `image_id` and return the slot its image will take: `slot`, or the next free one."""
         if not _IMAGE_ID.match(image_id):
             raise InvalidArgument(f"image id {image_id!r}: use letters, digits, '.', '_', '-' (≤ 128)")
         if image_id in self._by_id or (self.single and self._next_slot > 1):
             raise ImageExists(f"image {image_id} is mounted already, or this mount holds one image")
-        slot = self._next_slot
-        self._next_slot += 1
+        if slot:
+            if slot in self._by_slot:
+                raise ImageExists(f"image {image_id}: slot {slot} is taken")
+        else:
+            slot = self._next_slot
+        self._next_slot = max(self._next_slot, slot + 1)
         return slot
 
     def add(self, image: MountedImage) -> None:
         """Serve `image` (its slot from reserve_slot)."""
         if image.image_id in self._by_id:
             raise ImageExists(f"image {image.image_id} is mounted already")
+        if image.slot in self._by_slot:
+            raise ImageExists(f"image {image.image_id}: slot {image.slot} is taken")
         self._by_id[image.image_id] = image
         self._by_slot[image.slot] = image
 

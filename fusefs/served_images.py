@@ -82,8 +82,10 @@ class ServedImages:
         """The image served as `image_id`, if any."""
         return self.namespace.by_id(image_id)
 
-    async def add(self, image_id: str, location: ImageLocation, settings: ImageSettings) -> MountedImage:
-        """Load the image at `location` and serve it as the subdirectory `image_id`."""
+    async def add(
+        self, image_id: str, location: ImageLocation, settings: ImageSettings, slot: int = 0
+    ) -> MountedImage:
+        """Load the image at `location` and serve it as the subdirectory `image_id` (in `slot`)."""
         if not self.lifecycle.accepts_images:
             raise Unavailable(f"image {image_id}: the daemon is {self.lifecycle.state.value}, not RUNNING")
         if image_id in self._adding or self.namespace.by_id(image_id) is not None:
@@ -91,7 +93,7 @@ class ServedImages:
         self._adding.add(image_id)
         try:
             with trio.move_on_after(DEFAULT_ADD_IMAGE_TIMEOUT) as scope:
-                image = await load_image(self.namespace, image_id, location, self.cache_dir, settings)
+                image = await load_image(self.namespace, image_id, location, self.cache_dir, settings, slot)
             if scope.cancelled_caught:
                 raise Unavailable(
                     f"image {image_id}: {location} not loaded within {DEFAULT_ADD_IMAGE_TIMEOUT:g} s"

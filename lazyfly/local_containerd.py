@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lazyfly.errors import FailedPrecondition, Unavailable
+from lazyfly.mountinfo import mounts_under
 
 CONTAINERD_BINARY = "containerd"
 DEFAULT_START_TIMEOUT = 30.0
@@ -151,13 +152,7 @@ def _shims_of(address: Path) -> list[int]:
 
 def detach_mounts_under(base: Path) -> list[str]:
     """Lazily unmount every mount point under `base`, deepest first; return them."""
-    prefix = str(base.resolve()) + "/"
-    targets = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            target = line.split()[4].replace("\\040", " ")
-            if target.startswith(prefix):
-                targets.append(target)
+    targets = mounts_under(base)
     for target in sorted(set(targets), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
     return targets

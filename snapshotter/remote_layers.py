@@ -84,8 +84,7 @@ class RemoteLayers:
         lazy_labels = dict(labels)
         async with self._images_lock:
             if layer.annotations.get(fmt.ANNOTATION_BOOTSTRAP) == "true":
-                request = self._add_request(image, layer)
-                await self.fusefs.ensure(request)
+                request = await self.fusefs.ensure(self._add_request(image, layer))
                 await anyio.to_thread.run_sync(self._remember, request)
                 lazy_labels[LAZYFLY_IMAGE] = request.id
             else:

@@ -20,6 +20,7 @@ Rules:
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import quote
 
@@ -33,6 +34,11 @@ DEFAULT_MERGE_LIMIT = 1 << 20
 
 BackendKind = Literal["auto", "local", "registry", "proxy"]
 PrefetchMode = Literal["none", "table", "all"]
+
+
+def session_socket_path(api_socket: Path) -> Path:
+    """The socket beside the API's where the daemon hands out its /dev/fuse descriptor (root only)."""
+    return api_socket.with_name(api_socket.name + ".session")
 
 
 def image_path(image_id: str) -> str:
@@ -102,15 +108,18 @@ class AddImageRequest(_Model):
     backend: BackendSpec = field(default_factory=BackendSpec)
     prefetch: PrefetchSpec = field(default_factory=PrefetchSpec)
     merge_limit: int = DEFAULT_MERGE_LIMIT
+    slot: int = 0  # where the image's inodes live; 0: the next free slot (a takeover restores it)
 
     def check(self, where: str) -> None:
-        """The id and reference are not empty and the merge limit is positive."""
+        """The id and reference are not empty, the merge limit is positive, the slot not negative."""
         if not self.id:
             raise InvalidArgument(f"{where}: id: empty")
         if not self.reference:
             raise InvalidArgument(f"{where}: reference: empty")
         if self.merge_limit <= 0:
             raise InvalidArgument(f"{where}: merge_limit: {self.merge_limit} is not positive")
+        if self.slot < 0:
+            raise InvalidArgument(f"{where}: slot: {self.slot} is negative")
         self.prefetch.check(where)
 
 
@@ -137,6 +146,7 @@ class ImageInfo(_Model):
     backend: str
     blobs: list[str] = field(default_factory=list)
     cache: CacheStats = field(default_factory=CacheStats)
+    slot: int = 0
 
 
 @dataclass

@@ -7,7 +7,10 @@ pulled with `ctr-remote image rpull` and run with `ctr run`. A busybox binary is
 containers whose image has no shell.
 """
 
+import hashlib
+import os
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -233,3 +236,18 @@ def test_a_killed_snapshotter_comes_back_with_every_snapshot_and_running_contain
     assert snapshots_once_reconnected(containerd) == listed
     assert exec_in(containerd, running_container, "/bin/cat", "/etc/debian_version").strip()
     assert run(containerd, lazy, "/bin/ls", "/usr/bin/dpkg").strip() == "/usr/bin/dpkg"
+
+
+def test_a_killed_fusefs_daemon_is_replaced_and_the_containers_next_reads_recover(
+    node, debian_rootfs, running_container
+):
+    _, snapshotter, containerd = node
+    old = fusefs_daemon_pid(snapshotter)
+    os.kill(old, signal.SIGKILL)
+    # runc starts /bin/sh from the lazy image: the reads wait in the kernel until the new daemon
+    # has taken the FUSE session over, then go on.
+    script = "md5sum /usr/bin/dpkg-query | cut -c1-32; cat /etc/debian_version"
+    out = exec_in(containerd, running_container, "/bin/sh", "-c", script)
+    digest = hashlib.md5((debian_rootfs / "usr/bin/dpkg-query").read_bytes()).hexdigest()
+    assert out.split() == [digest, (debian_rootfs / "etc/debian_version").read_text().strip()]
+    assert fusefs_daemon_pid(snapshotter) != old
