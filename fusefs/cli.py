@@ -106,8 +106,20 @@ def mount(
     click.echo(f"mounted {image} on {mountpoint} (daemon pid {child.pid}, log {log_path})")
 
 
+# A mountpoint is never stat()ed while parsing: a dead mount fails stat, and a mount whose session
+# waits for a takeover blocks it until the new daemon (this command) serves.
+class _Mountpoint(click.ParamType):
+    name = "directory"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        return Path(str(value))
+
+
+MOUNTPOINT = _Mountpoint()
+
+
 @click.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("mountpoint", type=MOUNTPOINT)
 def umount(mountpoint: Path) -> None:
     """Unmount a lazyfly mount; its daemon then exits. A dead daemon's mount is detached."""
     from lazyfly.fusefs.mountpoint import mount_entry, recover, unmount
@@ -125,7 +137,7 @@ def umount(mountpoint: Path) -> None:
 @click.option(
     "--mountpoint",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=MOUNTPOINT,
     help="Where the images appear, one subdirectory per image id (created if missing).",
 )
 @click.option(

@@ -1,10 +1,13 @@
 """`lazyfly fusefs`: one daemon, one FUSE mount, images added and removed through its HTTP API."""
 
+import hashlib
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +17,11 @@ import trio
 from integration.cli import LAZYFLY, lazyfly
 from prometheus_client.parser import text_string_to_metric_families
 
-from lazyfly.api.fusefs import DAEMON_PATH, IMAGES_PATH, METRICS_PATH, image_path
+from lazyfly.api.fusefs import DAEMON_PATH, IMAGES_PATH, METRICS_PATH, image_path, session_socket_path
+from lazyfly.errors import Unavailable
 from lazyfly.fusefs.mountpoint import mount_entry
 from lazyfly.http_unix import DEFAULT_REQUEST_TIMEOUT, request
+from lazyfly.mountinfo import mount_fields
 
 pytestmark = pytest.mark.integration
 START_TIMEOUT = 30.0
@@ -58,7 +63,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Pa
 class Daemon:
     """A `lazyfly fusefs` subprocess with its mount and API socket; always cleaned up."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *extra: object, pass_fds: tuple[int, ...] = ()) -> None:
         self.mountpoint = tmp_path / "mnt"
         self.socket = tmp_path / "run" / "api.sock"
         self.log = tmp_path / "daemon.log"
@@ -72,17 +77,24 @@ class Daemon:
             self.socket,
             "--cache-dir",
             tmp_path / "cache",
+            *extra,
         ]
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(list(map(str, argv)), stdout=log, stderr=log)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(list(map(str, argv)), stdout=log, stderr=log, pass_fds=pass_fds)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"daemon exited:\n{self.log.read_text()}"
             entry = mount_entry(self.mountpoint)
-            if self.socket.exists() and entry is not None and entry[0].startswith("fuse"):
+            if self.socket.exists() and entry is not None and entry[0].startswith("fuse") and self.answers():
                 return
             time.sleep(0.05)
         raise AssertionError(f"daemon not ready within {START_TIMEOUT} s:\n{self.log.read_text()}")
+
+    def answers(self) -> bool:
+        try:
+            return self.call("GET", DAEMON_PATH)[0] == 200
+        except Unavailable:
+            return False
 
     def call(self, method: str, target: str, body: object = None) -> tuple[int, bytes]:
         async def exchange() -> tuple[int, bytes]:
@@ -232,3 +244,91 @@ def test_an_image_added_with_prefetch_all_is_fetched_before_it_is_read(
     assert after["bytes_fetched"] == cache["bytes_fetched"]  # every read came from the cache
     status, body = daemon.call("DELETE", image_path("beta"))
     assert status == 204
+
+
+def receive_session_fd(daemon: Daemon) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(session_socket_path(daemon.socket)))
+        _, fds, _, _ = socket.recv_fds(client, 1, 1)
+    return fds[0]
+
+
+# Run in child processes: a process that holds a file of the mount open cannot fork while no
+# daemon serves it (the child's close of that descriptor waits for FLUSH), so the test never does.
+HOLD_AND_FINISH = """
+import hashlib, sys
+with open(sys.argv[1], "rb") as f:
+    head = f.read(4096)
+    print(len(head), flush=True)
+    sys.stdin.readline()
+    print(hashlib.sha256(head + f.read()).hexdigest(), flush=True)
+"""
+READ_ALL = """
+import hashlib, sys
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        print(hashlib.sha256(f.read()).hexdigest(), flush=True)
+"""
+
+
+def python(script: str, *args: object) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-c", script, *map(str, args)]
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def abort_fuse_connection(mountpoint: Path) -> None:
+    """Fail every waiting request of the FUSE mount at `mountpoint` (so a failed test never hangs)."""
+    fields = mount_fields(mountpoint)
+    if fields is None:
+        return
+    connections = Path("/sys/fs/fuse/connections")
+    if not any(connections.iterdir()):
+        subprocess.run(["mount", "-t", "fusectl", "none", connections], capture_output=True)
+    abort = connections / fields[2].split(":")[1] / "abort"
+    if abort.exists():
+        abort.write_text("1")
+
+
+def test_a_new_daemon_takes_over_a_killed_daemons_session_and_waiting_reads_complete(
+    tmp_path: Path, images: dict[str, tuple[Path, Path]]
+):
+    tree, layout = images["alpha"]
+    expected = {rel: hashlib.sha256(data).hexdigest() for rel, data in source_files(tree).items()}
+    name = max(expected, key=lambda rel: (tree / rel).stat().st_size)
+    first = Daemon(tmp_path)
+    children: list[subprocess.Popen[str]] = []
+    session_fd = -1
+    try:
+        status, info = first.add("alpha", layout)
+        assert status == 201, info
+        holder = python(HOLD_AND_FINISH, first.mountpoint / "alpha" / name)
+        children.append(holder)
+        assert holder.stdout.readline().strip() == "4096"
+        session_fd = receive_session_fd(first)
+        first.process.kill()
+        first.process.wait()
+
+        reader = python(READ_ALL, *(first.mountpoint / "alpha" / rel for rel in expected))
+        children.append(reader)
+        with pytest.raises(subprocess.TimeoutExpired):
+            reader.wait(timeout=1.0)  # the reads wait in the kernel; they do not fail
+
+        restore = tmp_path / "restore.json"
+        restore.write_text(json.dumps([{"id": "alpha", "reference": str(layout), "slot": info["slot"]}]))
+        second = Daemon(tmp_path, "--takeover-fd", session_fd, "--restore", restore, pass_fds=(session_fd,))
+        try:
+            out, _ = reader.communicate(timeout=60)
+            assert out.split() == list(expected.values())
+            out, _ = holder.communicate("go\n", timeout=60)
+            assert out.strip() == expected[name]
+        finally:
+            second.cleanup()
+        assert mount_entry(first.mountpoint) is None
+    finally:
+        abort_fuse_connection(first.mountpoint)
+        if session_fd >= 0:
+            os.close(session_fd)
+        for child in children:
+            child.kill()
+            child.wait()
+        first.cleanup()
