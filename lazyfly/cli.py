@@ -8,6 +8,7 @@ OS error prints its cause without a traceback.
 import errno
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -30,8 +31,44 @@ def group(verbose: bool) -> None:
     )
 
 
+@click.command("up")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of node settings: state_dir, run_dir, plain_http, peer_proxy, prefetch.",
+)
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Default /var/lib/lazyfly."
+)
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Default /run/lazyfly.")
+@click.option("--plain-http", multiple=True, metavar="HOST:PORT", help="A registry spoken to over http.")
+def up(
+    config_path: Path | None, state_dir: Path | None, run_dir: Path | None, plain_http: tuple[str, ...]
+) -> None:
+    """Run a whole lazyfly node (snapshotter and fusefs daemon) on embedded defaults, in the foreground."""
+    import dataclasses
+
+    import anyio
+
+    from lazyfly.config import load_config
+    from lazyfly.node import NodeSettings, containerd_snippet, run_node
+
+    settings = load_config(config_path, NodeSettings) if config_path else NodeSettings()
+    overrides = {"state_dir": state_dir, "run_dir": run_dir}
+    settings = dataclasses.replace(
+        settings, **{k: v.absolute() for k, v in overrides.items() if v is not None}
+    )
+    settings = dataclasses.replace(settings, plain_http=[*settings.plain_http, *plain_http])
+    logging.getLogger("lazyfly").setLevel(logging.INFO)
+    click.echo("lazyfly node: add this to containerd's config.toml and restart containerd:\n")
+    click.echo(containerd_snippet(settings) + "\n", nl=False)
+    anyio.run(run_node, settings)
+
+
 for command in [*builder_cli.COMMANDS, *fusefs_cli.COMMANDS, *snapshotter_cli.COMMANDS]:
     group.add_command(command)
+group.add_command(up)
 
 
 def main() -> None:

@@ -1,22 +1,30 @@
 """`make run`: the main job on embedded defaults, end to end on this machine.
 
-Builds a lazyfly image from a generated sample tree, pushes it to a docker-registry started on
-loopback, inspects and checks it from the registry, mounts it lazily and reads a file, and prints
-what happened and how little had to be fetched. Everything lives in
-a temporary directory that is removed at the end; the registry is stopped even on failure.
+Builds a lazyfly image from a generated sample tree (with a busybox to run), pushes it to a
+docker-registry started on loopback, inspects and checks it from the registry, mounts it lazily and
+reads a file; then starts a lazyfly node (`lazyfly up`) and a private containerd that uses it,
+pulls the image with `ctr-remote image rpull` and runs a container from it with `ctr run`, and
+prints how long that took and how little had to be fetched. Everything lives in a temporary
+directory that is removed at the end; every daemon is stopped and every mount undone, even on
+failure.
 """
 
 import os
 import random
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from lazyfly.local_registry import local_registry
+from lazyfly.local_containerd import LocalContainerd, detach_mounts_under, local_containerd
+from lazyfly.local_registry import LocalRegistry, local_registry
 
 LAZYFLY = str(Path(sys.executable).with_name("lazyfly"))
+BUSYBOX = "/bin/busybox"  # Debian's busybox-static: runs in an image without a libc
+NODE_START_TIMEOUT = 60.0
 
 
 def make_sample_tree(root: Path, seed: int = 1) -> None:
@@ -38,6 +46,10 @@ def make_sample_tree(root: Path, seed: int = 1) -> None:
         f.write(b"index island")
     os.symlink("tiny/weights-0.bin", root / "models" / "current")
     os.link(root / "app" / "conf" / "settings.yaml", root / "app" / "settings.yaml")
+    (root / "bin").mkdir()
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    for applet in ("sh", "cat", "ls", "wc"):
+        os.symlink("busybox", root / "bin" / applet)
 
 
 def _run(*args: str) -> str:
@@ -67,6 +79,63 @@ def _mount_and_read(ref: str, work: Path) -> None:
         _run("umount", str(mnt))
 
 
+def _run_container(ref: str, registry: LocalRegistry, work: Path) -> None:
+    """Start a node and a containerd that uses it, pull the image lazily and run a container."""
+    node_log = work / "node.log"
+    argv = [LAZYFLY, "up", "--state-dir", str(work / "node"), "--run-dir", str(work / "run")]
+    print(f"$ lazyfly up --state-dir {work / 'node'} --run-dir {work / 'run'} --plain-http {registry.host}")
+    with open(node_log, "wb") as log:
+        node = subprocess.Popen([*argv, "--plain-http", registry.host], stdout=log, stderr=subprocess.STDOUT)
+    socket = work / "run" / "snapshotter.sock"
+    try:
+        _wait_for(socket, node, node_log)
+        with local_containerd(work / "containerd", proxy_snapshotters={"lazyfly": socket}) as containerd:
+            print(f"containerd on {containerd.address} with the proxy snapshotter lazyfly")
+            _pull_and_run(containerd, ref, work)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(30)
+        detach_mounts_under(work / "node")  # the fusefs daemon exits once its mount is gone
+
+
+def _wait_for(socket: Path, node: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + NODE_START_TIMEOUT
+    while not socket.is_socket():
+        if node.poll() is not None or time.monotonic() > deadline:
+            sys.stderr.write(log.read_text(errors="replace"))
+            raise SystemExit("lazyfly up did not start")
+        time.sleep(0.1)
+
+
+def _pull_and_run(containerd: LocalContainerd, ref: str, work: Path) -> None:
+    started = time.monotonic()
+    print(f"$ ctr-remote image rpull --plain-http --snapshotter lazyfly {ref}")
+    containerd.ctr_remote("image", "rpull", "--plain-http", "--snapshotter", "lazyfly", ref)
+    pulled = time.monotonic()
+    script = "cat /app/conf/settings.yaml; ls -l /models/tiny"
+    print(f"$ ctr run --rm --snapshotter lazyfly {ref} demo /bin/sh -c '{script}'")
+    out = containerd.ctr(
+        "run", "--rm", "--snapshotter", "lazyfly", ref, "demo", "/bin/sh", "-c", script
+    ).stdout
+    ran = time.monotonic()
+    print("    " + out.strip().replace("\n", "\n    "))
+    fetched = _bytes_fetched(work / "node" / "snapshotter" / "fusefs.sock")
+    image = sum(p.stat().st_size for p in (work / "image" / "blobs" / "sha256").iterdir())
+    print(
+        f"container started from the lazy image: pull {pulled - started:.2f} s, run {ran - pulled:.2f} s; "
+        f"fetched {fetched} of {image} image bytes ({100 * fetched / image:.2f} %)"
+    )
+
+
+def _bytes_fetched(api_socket: Path) -> int:
+    import httpx
+
+    transport = httpx.HTTPTransport(uds=str(api_socket))
+    with httpx.Client(transport=transport, base_url="http://fusefs", timeout=30) as client:
+        images = client.get("/api/v1/daemon").json()["images"]
+    return sum(image["cache"]["bytes_fetched"] for image in images)
+
+
 def main() -> None:
     """Run the demo."""
     with tempfile.TemporaryDirectory(prefix="lazyfly-demo-") as tmp:
@@ -81,6 +150,7 @@ def main() -> None:
             _run("inspect", "--plain-http", "--no-tree", ref)
             _run("check", "--plain-http", ref, "--source", str(work / "sample"))
             _mount_and_read(ref, work)
+            _run_container(ref, registry, work)
             print(f"done in {time.monotonic() - started:.1f} s")
 
 

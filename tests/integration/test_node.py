@@ -1,0 +1,58 @@
+"""`lazyfly up`: the node's daemons started, restarted when they die, and stopped on SIGTERM."""
+
+import signal
+import subprocess
+import time
+
+import pytest
+from fixtures.snapshotter import SnapshotsClient, processes_with_argument
+from integration.cli import LAZYFLY
+
+from lazyfly.local_containerd import detach_mounts_under
+
+pytestmark = pytest.mark.integration
+START_TIMEOUT = 60.0
+
+
+def wait_for(predicate, what: str, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.1)
+
+
+def test_up_runs_the_snapshotter_restarts_it_and_stops_on_sigterm(tmp_path):
+    state, run = tmp_path / "state", tmp_path / "run"
+    argv = [str(LAZYFLY), "up", "--state-dir", str(state), "--run-dir", str(run)]
+    node = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    socket = run / "snapshotter.sock"
+    try:
+        wait_for(socket.is_socket, "the snapshotter socket appears")
+        client = SnapshotsClient(socket, "lazyfly")
+        client.prepare("k")
+        (first,) = processes_with_argument(str(socket))
+        subprocess.run(["kill", "-9", str(first)], check=True)
+        wait_for(lambda: processes_with_argument(str(socket)) not in ([], [first]), "a new snapshotter runs")
+        wait_for(lambda: client_answers(client), "the new snapshotter answers")
+        assert client.stat("k").name == "k"
+        client.close()
+        node.send_signal(signal.SIGTERM)
+        out, _ = node.communicate(timeout=30)
+        assert node.returncode == 0, out
+        assert f'address = "{socket}"' in out
+        assert processes_with_argument(str(socket)) == []
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        for pid in processes_with_argument(str(state / "snapshotter" / "fusefs.sock")):
+            subprocess.run(["kill", "-9", str(pid)])
+        detach_mounts_under(state)
+
+
+def client_answers(client: SnapshotsClient) -> bool:
+    try:
+        client.list()
+        return True
+    except Exception:
+        return False
