@@ -20,7 +20,6 @@ import contextlib
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +39,7 @@ from _harness import (
 
 # The test fixtures import each other as `fixtures.*` (pytest puts tests/ on sys.path); do the same.
 sys.path.insert(0, str(REPO / "tests"))
+from _rootfs_image import TAG, rootfs_image
 from fixtures.registry import start_registry
 from fixtures.trees import make_sized_tree
 
@@ -48,18 +48,8 @@ from lazyfly.units import format_size, parse_size
 BUILD_RATIO_GOAL = 0.7
 CONVERT_GOAL_SECONDS = 50.0
 CONVERT_GOAL_BYTES = 1.2e9
-MIRROR = "http://deb.debian.org/debian"
-PACKAGES = "python3,python3-numpy,python3-scipy,gcc"
-SPLIT_DIR = "usr/lib/python3/dist-packages"  # becomes the image's second layer
-TAG = "v1"
 
 Row = tuple[str, str, str]
-
-
-def _run(argv: list[str | Path]) -> None:
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, argv))} failed: {result.stderr.strip()[-2000:]}")
 
 
 def build_part(size: int, seed: int, rounds: int) -> list[Row]:
@@ -105,32 +95,6 @@ def _seconds(times: list[float]) -> str:
     return "median of " + ", ".join(f"{t:.1f}" for t in times) + " s"
 
 
-def _debootstrap(target: Path) -> None:
-    print(f"running debootstrap into {target} (several minutes, once) ...")
-    _run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", target, MIRROR])
-
-
-def _make_rootfs_image(rootfs: Path, layout: Path) -> None:
-    """Two layers, like a real image: the base system, then Python's dist-packages on top.
-
-    Both layers come from unpack/repack: `umoci insert` (0.4.7) wrote a truncated layer tar here.
-    """
-    print(f"building the OCI image {layout}:{TAG} with umoci ...")
-    image = f"{layout}:{TAG}"
-    _run(["umoci", "init", "--layout", layout])
-    _run(["umoci", "new", "--image", image])
-    with tempfile.TemporaryDirectory(dir=CACHE, prefix="umoci-") as work:
-        base, top, side = Path(work) / "base", Path(work) / "top", Path(work) / "dist-packages"
-        _run(["umoci", "unpack", "--image", image, base])
-        _run(["cp", "-a", f"{rootfs}/.", f"{base}/rootfs/"])
-        (base / "rootfs" / SPLIT_DIR).rename(side)
-        _run(["umoci", "repack", "--image", image, "--history.created_by", "debootstrap base", base])
-        _run(["umoci", "unpack", "--image", image, top])
-        side.rename(top / "rootfs" / SPLIT_DIR)
-        _run(["umoci", "repack", "--image", image, "--history.created_by", "dist-packages", top])
-    _run(["umoci", "gc", "--layout", layout])
-
-
 def _try_lazyfly(name: str, argv: list[str | Path]) -> float | None:
     """Time one lazyfly command; None (after printing why) when it is missing or fails."""
     if not lazyfly_has(name):
@@ -153,12 +117,9 @@ def _image_bytes(layout: Path) -> tuple[int, int]:
 
 
 def convert_part() -> list[Row]:
-    rootfs = CACHE / "rootfs"
-    cached(rootfs, _debootstrap)
+    rootfs, layout = rootfs_image()
     rootfs_bytes = tree_bytes(rootfs)
     print(f"(b) convert: rootfs {rootfs} is {mb(rootfs_bytes)} ({format_size(rootfs_bytes)})")
-    layout = CACHE / "rootfs-oci"
-    cached(layout, lambda path: _make_rootfs_image(rootfs, path))
     layers, image_bytes = _image_bytes(layout)
     rows: list[Row] = [
         ("rootfs size (uncompressed)", mb(rootfs_bytes), "debootstrap bookworm minbase + numpy/scipy/gcc"),

@@ -1,7 +1,9 @@
 """A docker-registry (Debian's `docker-registry`) on loopback, for `make run`, tests and benchmarks.
 
-Rule: the registry is a child process owned by a context manager; it listens on 127.0.0.1 only,
-keeps its data under the given directory, and is killed when the context ends, even on error.
+Rule: the registry is a child process owned by a context manager; it listens on 127.0.0.1 (or on
+an address inside a network namespace the caller made, run through `wrapper` such as
+`ip netns exec NS`), keeps its data under the given directory, and is killed when the context
+ends, even on error.
 """
 
 import contextlib
@@ -39,13 +41,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_registry(root: Path, *, extra_config: list[str] = ()) -> Iterator[LocalRegistry]:
+def local_registry(
+    root: Path,
+    *,
+    extra_config: list[str] = (),
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    wrapper: list[str] = (),
+) -> Iterator[LocalRegistry]:
     """Run a registry with its storage under `root` until the context ends."""
     binary = shutil.which(REGISTRY_BINARY)
     if binary is None:
         raise FailedPrecondition(f"{REGISTRY_BINARY} is not installed (Debian package docker-registry)")
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     config = root / "config.yml"
     config.write_text(
         "\n".join(
@@ -53,7 +62,7 @@ def local_registry(root: Path, *, extra_config: list[str] = ()) -> Iterator[Loca
                 "version: 0.1",
                 "log: {level: error, accesslog: {disabled: true}}",
                 f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}",
-                f"http: {{addr: '127.0.0.1:{port}', relativeurls: true}}",
+                f"http: {{addr: '{host}:{port}', relativeurls: true}}",
                 *extra_config,
             ]
         )
@@ -61,8 +70,10 @@ def local_registry(root: Path, *, extra_config: list[str] = ()) -> Iterator[Loca
     )
     log_path = root / "registry.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    running = LocalRegistry(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", process, log_path)
+        process = subprocess.Popen(
+            [*wrapper, binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+    running = LocalRegistry(f"{host}:{port}", f"http://{host}:{port}", process, log_path)
     try:
         _wait_until_answering(running, DEFAULT_START_TIMEOUT)
         yield running

@@ -1,0 +1,202 @@
+"""Container cold start: containerd's overlayfs (full pull) against lazyfly's snapshotter (lazy pull).
+
+Usage: .venv/bin/python bench/coldstart.py [--rates 1gbit,200mbit] [--rounds 1]
+
+The registry runs in its own network namespace behind a veth whose registry side is shaped with
+`tc tbf`. The image is the Debian bookworm rootfs with python3, numpy, scipy and gcc (bench/
+_rootfs_image.py, about 1.05 GB, two gzip layers), pushed as it is and converted with
+`lazyfly convert`. For each rate, from a clean containerd each time (new root, state and
+snapshotter state, page cache dropped):
+- overlayfs: `ctr image pull` (download and unpack), then `ctr run --rm IMAGE python3 -c "import
+  numpy, scipy.linalg"`;
+- lazyfly: `lazyfly snapshotter` (with its fusefs daemon, no prefetch), `ctr-remote image rpull
+  --snapshotter lazyfly`, then the same `ctr run` on the lazy image.
+Printed: pull, run, total seconds and the bytes the registry sent, side by side, the ratio of the
+totals (goal ≤ 0.10 at 1 Gbit, ≤ 0.08 at 200 Mbit) and the lazy registry bytes as a share of the
+image (goal ≤ 7 %).
+"""
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _harness import CACHE, LAZYFLY, REPO, drop_caches, mb, print_table
+from _netns import ShapedNamespace, shaped_namespace
+from _rootfs_image import TAG, rootfs_image
+
+from lazyfly.local_containerd import LocalContainerd, detach_mounts_under, local_containerd
+from lazyfly.local_registry import local_registry
+
+sys.path.insert(0, str(REPO / "tests"))
+from fixtures.snapshotter import processes_with_argument
+
+WORKLOAD = ["python3", "-c", "import numpy, scipy.linalg"]
+GOALS = {"1gbit": 0.10, "200mbit": 0.08}
+BYTES_GOAL = 0.07
+REGISTRY_PORT = 5000
+SNAPSHOTTER_START_TIMEOUT = 60.0
+
+Row = tuple[str, str, str]
+
+
+@dataclass
+class Run:
+    """One cold start: seconds to pull and to run, and bytes the registry sent meanwhile."""
+
+    pull: float
+    run: float
+    registry_bytes: int
+
+    @property
+    def total(self) -> float:
+        return self.pull + self.run
+
+
+def _timed_ctr(containerd: LocalContainerd, *args: str, tool: str = "ctr") -> float:
+    start = time.perf_counter()
+    containerd.ctr(*args, tool=tool)
+    return time.perf_counter() - start
+
+
+def overlayfs_run(base: Path, net: ShapedNamespace, ref: str) -> Run:
+    with local_containerd(base / "containerd") as containerd:
+        drop_caches()
+        sent = net.sent_bytes()
+        pull = _timed_ctr(containerd, "image", "pull", "--plain-http", ref)
+        run = _timed_ctr(containerd, "run", "--rm", ref, "bench", *WORKLOAD)
+        return Run(pull, run, net.sent_bytes() - sent)
+
+
+def lazyfly_run(base: Path, net: ShapedNamespace, ref: str, registry_host: str) -> Run:
+    socket, root = base / "snapshotter.sock", base / "snapshotter"
+    argv = [str(LAZYFLY), "snapshotter", "--address", str(socket), "--root", str(root)]
+    argv += ["--plain-http", registry_host, "--prefetch", "none"]
+    with open(base / "snapshotter.log", "wb") as log:
+        snapshotter = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SNAPSHOTTER_START_TIMEOUT
+        while not socket.is_socket():
+            if snapshotter.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"snapshotter did not start: {(base / 'snapshotter.log').read_text()}")
+            time.sleep(0.1)
+        with local_containerd(base / "containerd", proxy_snapshotters={"lazyfly": socket}) as containerd:
+            drop_caches()
+            sent = net.sent_bytes()
+            pull = _timed_ctr(
+                containerd,
+                "image",
+                "rpull",
+                "--plain-http",
+                "--snapshotter",
+                "lazyfly",
+                ref,
+                tool="ctr-remote",
+            )
+            run = _timed_ctr(containerd, "run", "--rm", "--snapshotter", "lazyfly", ref, "bench", *WORKLOAD)
+            return Run(pull, run, net.sent_bytes() - sent)
+    except Exception:
+        for log_path in (base / "snapshotter.log", root / "fusefs.log"):
+            if log_path.exists():
+                print(
+                    f"--- {log_path} (end)\n{log_path.read_text(errors='replace')[-4000:]}", file=sys.stderr
+                )
+        raise
+    finally:
+        snapshotter.terminate()
+        snapshotter.wait(30)
+        for pid in processes_with_argument(str(root / "fusefs.sock")):
+            subprocess.run(["kill", "-9", str(pid)])
+        detach_mounts_under(base)
+
+
+def _image_bytes(layout: Path) -> int:
+    index = json.loads((layout / "index.json").read_text())
+    (manifest,) = [
+        m
+        for m in index["manifests"]
+        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == TAG
+    ]
+    body = json.loads((layout / "blobs" / manifest["digest"].replace(":", "/")).read_text())
+    return sum(layer["size"] for layer in body["layers"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--rates", default="1gbit,200mbit", help="comma-separated tc rates of the registry link"
+    )
+    parser.add_argument(
+        "--only", choices=["overlayfs", "lazyfly"], help="measure one side only (for debugging)"
+    )
+    args = parser.parse_args()
+    _, layout = rootfs_image()
+    image_bytes = _image_bytes(layout)
+    rows: list[Row] = [
+        ("image (gzip layers)", mb(image_bytes), "debootstrap bookworm + python3/numpy/scipy/gcc")
+    ]
+    with (
+        tempfile.TemporaryDirectory(dir=CACHE, prefix="coldstart-") as tmp,
+        shaped_namespace("lzfbench") as net,
+    ):
+        work = Path(tmp)
+        registry_host = f"{net.inner_ip}:{REGISTRY_PORT}"
+        with local_registry(work / "registry", host=net.inner_ip, port=REGISTRY_PORT, wrapper=net.wrapper):
+            plain, lazy = f"{registry_host}/rootfs:{TAG}", f"{registry_host}/rootfs:{TAG}-lazyfly"
+            print(f"pushing {layout} to {plain} and converting it to {lazy} ...", flush=True)
+            subprocess.run(
+                ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:{TAG}", f"docker://{plain}"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            net.shape("1gbit")
+            subprocess.run(
+                [str(LAZYFLY), "convert", "--plain-http", plain, lazy], check=True, capture_output=True
+            )
+            for rate in args.rates.split(","):
+                net.shape(rate)
+                full = lazy_run = None
+                if args.only != "lazyfly":
+                    print(f"{rate}: overlayfs pull + run ...", flush=True)
+                    full = overlayfs_run(_fresh(work, f"overlay-{rate}"), net, plain)
+                if args.only != "overlayfs":
+                    print(f"{rate}: lazyfly rpull + run ...", flush=True)
+                    lazy_run = lazyfly_run(_fresh(work, f"lazyfly-{rate}"), net, lazy, registry_host)
+                rows += _rows(rate, full, lazy_run, image_bytes)
+    print_table(rows)
+
+
+def _fresh(work: Path, name: str) -> Path:
+    path = work / name
+    path.mkdir()
+    return path
+
+
+def _rows(rate: str, full: Run | None, lazy: Run | None, image_bytes: int) -> list[Row]:
+    if full is None or lazy is None:
+        run, side = (full, "overlayfs") if lazy is None else (lazy, "lazyfly")
+        assert run is not None
+        return [(f"{rate} {side} pull / run / total", f"{run.pull:.1f} / {run.run:.1f} / {run.total:.1f} s",
+                 f"registry sent {mb(run.registry_bytes)}")]  # fmt: skip
+    ratio = lazy.total / full.total
+    share = lazy.registry_bytes / image_bytes
+    goal = GOALS.get(rate)
+    verdict = "" if goal is None else f"goal <= {goal:.2f} ({'ok' if ratio <= goal else 'MISSED'})"
+    return [
+        (f"{rate} overlayfs pull / run / total", f"{full.pull:.1f} / {full.run:.1f} / {full.total:.1f} s",
+         f"registry sent {mb(full.registry_bytes)}"),
+        (f"{rate} lazyfly rpull / run / total", f"{lazy.pull:.1f} / {lazy.run:.1f} / {lazy.total:.1f} s",
+         f"registry sent {mb(lazy.registry_bytes)}"),
+        (f"{rate} total lazyfly / overlayfs", f"{ratio:.3f}", verdict),
+        (f"{rate} lazyfly registry bytes / image", f"{100 * share:.1f} %",
+         f"goal <= {100 * BYTES_GOAL:.0f} % ({'ok' if share <= BYTES_GOAL else 'MISSED'})"),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
