@@ -5,7 +5,7 @@ which checks blake3 before caching; holes (ranges without a chunk ref) read as z
 """
 
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from lazyfly.backend.base import BlobBackend
@@ -15,6 +15,7 @@ from lazyfly.format.layout import ChunkRef, Inode
 from lazyfly.fusefs.blob_reader import BlobReader
 from lazyfly.fusefs.reader_pool import ReaderPool
 
+NEIGHBOURS = 64  # inodes looked at behind a miss for chunks that share its range request
 _Slice = tuple[BlobReader, int, int, int]  # reader, offset in its cache file, offset in out, length
 
 
@@ -46,32 +47,55 @@ class MountedImage:
             _fill(out, slices)
             return out
         out = bytearray(size)
-        by_blob: dict[int, list[ChunkRef]] = {}
-        for ref in [*refs, *self._amplified(inode, offset + size)]:
-            by_blob.setdefault(ref.blob_index, []).append(ref)
-        for blob_index, blob_refs in by_blob.items():
-            if not 0 <= blob_index < len(self.readers):
-                raise Corrupt(f"image {self.image_id}: chunk ref to blob {blob_index}")
-            datas = await self.readers[blob_index].read_chunks(blob_refs)
-            for ref, data in zip(blob_refs, datas, strict=True):
-                _place(out, offset, ref.file_offset, data)
+        for ref in refs:
+            if not 0 <= ref.blob_index < len(self.readers):
+                raise Corrupt(f"image {self.image_id}: chunk ref to blob {ref.blob_index}")
+        extra = self._amplified(inode, refs, offset + size)
+        by_blob: dict[int, list[tuple[ChunkRef, bool]]] = {}
+        for ref, wanted in [*((ref, True) for ref in refs), *((ref, False) for ref in extra)]:
+            by_blob.setdefault(ref.blob_index, []).append((ref, wanted))
+        for blob_index, entries in by_blob.items():
+            datas = await self.readers[blob_index].read_chunks([ref for ref, _ in entries])
+            for (ref, wanted), data in zip(entries, datas, strict=True):
+                if wanted:
+                    _place(out, offset, ref.file_offset, data)
         return bytes(out)
 
-    def _amplified(self, inode: Inode, end: int) -> list[ChunkRef]:
-        """The file's next chunks after a miss, up to `read_amplify` bytes, that are not cached.
+    def _amplified(self, inode: Inode, refs: list[ChunkRef], end: int) -> list[ChunkRef]:
+        """Chunks that ride along with a miss: those lying in its blob right behind the last
+        chunk read, up to `read_amplify` compressed bytes, that are not cached yet.
 
         A registry answers one range request in about the time it sends a few MiB, so a cold
-        sequential reader is served far faster by one large request than by many chunk-sized
-        ones; the extra chunks land in the cache for the reads that follow.
+        reader is served far faster by one large request than by many chunk-sized ones. The
+        builder writes files in inode order, so the chunks behind a miss are the file's next
+        ones, then the next files' (a package's other modules, a library's next pages); they
+        land in the cache for the reads that follow. Only chunks of the same blob inside the
+        window are taken, so the extra bytes always join the miss's range request.
         """
-        if self.read_amplify <= 0 or end >= inode.size:
+        if self.read_amplify <= 0 or not refs:
             return []
-        extra = []
-        for ref in self.bootstrap.chunks_in_range(inode, end, self.read_amplify):
-            if 0 <= ref.blob_index < len(self.readers) and ref.file_offset >= end:
-                if not self.readers[ref.blob_index].cache.is_ready(ref.uncompressed_offset):
+        last = max(refs, key=lambda ref: ref.compressed_offset)
+        reader = self.readers[last.blob_index]
+        start = last.compressed_offset + last.compressed_size
+        limit = start + self.read_amplify
+        extra: list[ChunkRef] = []
+        for ref in self._chunks_behind(inode, end):
+            if ref.compressed_offset >= limit:
+                break
+            if ref.blob_index == last.blob_index and ref.compressed_offset >= start:
+                if not reader.cache.is_ready(ref.uncompressed_offset):
                     extra.append(ref)
         return extra
+
+    def _chunks_behind(self, inode: Inode, end: int) -> Iterator[ChunkRef]:
+        """The file's chunks from `end` on, then those of the next inodes (at most NEIGHBOURS)."""
+        if end < inode.size:
+            yield from self.bootstrap.chunks_in_range(inode, end, inode.size - end)
+        last = min(self.bootstrap.inode_count, inode.ino + NEIGHBOURS)
+        for ino in range(inode.ino + 1, last + 1):
+            neighbour = self.bootstrap.inode(ino)
+            if stat.S_ISREG(neighbour.mode) and neighbour.size:
+                yield from self.bootstrap.chunks(neighbour)
 
     def _cached_slices(self, refs: list[ChunkRef], offset: int, size: int) -> list[_Slice] | None:
         """Where each part of the range sits in the cache files; None if a chunk is not cached."""

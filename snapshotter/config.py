@@ -7,6 +7,8 @@ Paths left empty are derived from `root`: the fusefs daemon's mountpoint `ROOT/m
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lazyfly.api.fusefs import DEFAULT_MERGE_LIMIT
+
 DEFAULT_ADDRESS = Path("/run/lazyfly/snapshotter.sock")
 DEFAULT_ROOT = Path("/var/lib/lazyfly/snapshotter")
 
@@ -23,6 +25,7 @@ class SnapshotterSettings:
     peer_proxy: str | None = None
     plain_http: list[str] = field(default_factory=list)
     prefetch: str = "table"  # none, table or all
+    merge_limit: int = DEFAULT_MERGE_LIMIT  # bytes of one range request: a miss and what rides along
 
     @property
     def managed_fusefs(self) -> bool:

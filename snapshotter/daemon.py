@@ -52,15 +52,19 @@ async def serve_snapshotter(
             plain_http=frozenset(settings.plain_http),
             peer_proxy=settings.peer_proxy,
             prefetch=PrefetchSpec(mode=settings.prefetch),  # type: ignore[arg-type]
+            merge_limit=settings.merge_limit,
         ),
     )
     server = grpc.aio.server()
     pb_grpc.add_SnapshotsServicer_to_server(SnapshotsService(snapshotter, remote), server)
-    _replace_stale_socket(settings.address)
-    server.add_insecure_port(f"unix://{settings.address}")
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(fusefs.serve)
+            # grpc listens from add_insecure_port on, but answers only once started: bind late, so
+            # that the socket appears when the snapshotter answers (a client that connected early
+            # would wait for a handshake that never came).
+            _replace_stale_socket(settings.address)
+            server.add_insecure_port(f"unix://{settings.address}")
             await server.start()
             os.chmod(settings.address, 0o600)
             log.info("snapshotter on %s, root %s", settings.address, settings.root)

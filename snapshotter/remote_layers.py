@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from lazyfly.api.fusefs import AddImageRequest, BackendSpec, PrefetchSpec
+from lazyfly.api.fusefs import DEFAULT_MERGE_LIMIT, AddImageRequest, BackendSpec, PrefetchSpec
 from lazyfly.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from lazyfly.format import oci_image as fmt
 from lazyfly.oci.auth import RegistryAuth
@@ -49,6 +49,7 @@ class RemoteSettings:
     peer_proxy: str | None = None
     platform: str = "linux/amd64"
     prefetch: PrefetchSpec | None = None
+    merge_limit: int = DEFAULT_MERGE_LIMIT
 
 
 @dataclass
@@ -171,6 +172,7 @@ class RemoteLayers:
             reference=str(pinned),
             backend=backend,
             prefetch=self.settings.prefetch or PrefetchSpec(),
+            merge_limit=self.settings.merge_limit,
         )
 
     def _exists(self, name: str) -> bool:
