@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from lazyfly import __version__
 from lazyfly.api.fusefs import (
+    CACHE_GC_PATH,
     DAEMON_PATH,
     IMAGES_PATH,
     METRICS_PATH,
@@ -146,6 +147,9 @@ class ApiRoutes:
                 [image_info(image) for image in self.images],
             )
             return _json(200, info.to_json())
+        if path == CACHE_GC_PATH:
+            _allow(method, ["POST"], path)
+            return _json(200, (await self.images.collect_cache()).to_json())
         if path == METRICS_PATH:
             _allow(method, ["GET"], path)
             return 200, [("Content-Type", CONTENT_TYPE_LATEST)], render(self.registry)

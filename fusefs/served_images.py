@@ -24,7 +24,9 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from lazyfly.errors import Unavailable
+from lazyfly.api.fusefs import CacheGcResult
+from lazyfly.errors import FailedPrecondition, Unavailable
+from lazyfly.fusefs.cache_gc import collect_cache
 from lazyfly.fusefs.config import ImageSettings, PrefetchSettings
 from lazyfly.fusefs.daemon_state import DaemonLifecycle
 from lazyfly.fusefs.errors import ImageExists
@@ -124,6 +126,18 @@ class ServedImages:
             self.namespace.remove(image.image_id)
             await self._stop_prefetch(image.image_id)
             await _close(image)
+
+    async def collect_cache(self) -> CacheGcResult:
+        """Delete the cache files of blobs no served image reads (cache_gc.py)."""
+        if self._adding:
+            raise FailedPrecondition(
+                f"images are being added ({', '.join(sorted(self._adding))}): collect later"
+            )
+        keep = {reader.blob.digest for reader in self.namespace.readers.readers()}
+        result = await trio.to_thread.run_sync(collect_cache, self.cache_dir / "blobs", keep)
+        if result.removed:
+            log.info("cache: deleted %d blobs, %d bytes", len(result.removed), result.freed_bytes)
+        return result
 
     def prefetch_stats(self, image_id: str) -> PrefetchStats | None:
         """The running or finished prefetch counters of `image_id`, if it is served."""

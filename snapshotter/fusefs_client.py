@@ -14,10 +14,12 @@ from types import TracebackType
 import httpx
 
 from lazyfly.api.fusefs import (
+    CACHE_GC_PATH,
     DAEMON_PATH,
     IMAGES_PATH,
     AddImageRequest,
     ApiError,
+    CacheGcResult,
     DaemonInfo,
     ImageInfo,
     image_path,
@@ -67,6 +69,10 @@ class FusefsClient:
     async def remove_image(self, image_id: str) -> None:
         """Stop serving an image; NotFound if it is not served."""
         await self._call("DELETE", image_path(image_id), 204)
+
+    async def collect_cache(self) -> CacheGcResult:
+        """Have the daemon delete the cache files of blobs no served image reads."""
+        return CacheGcResult.from_json(await self._call("POST", CACHE_GC_PATH, 200), "cache gc")
 
     async def _call(self, method: str, path: str, expected: int, payload: object = None) -> object:
         content = None if payload is None else json.dumps(payload).encode()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import anyio
 
 from lazyfly.api.fusefs import DEFAULT_MERGE_LIMIT, AddImageRequest, BackendSpec, PrefetchSpec
-from lazyfly.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from lazyfly.errors import AlreadyExists, FailedPrecondition, InvalidArgument, LazyflyError, NotFound
 from lazyfly.format import oci_image as fmt
 from lazyfly.oci.auth import RegistryAuth
 from lazyfly.oci.manifest import Descriptor, Manifest
@@ -118,6 +118,11 @@ class RemoteLayers:
                 with self.snapshotter.store.transaction(True) as tx:
                     ms.remove_image(tx, image_id)
                 log.info("collected lazyfly image %s: no snapshot uses it", image_id)
+            if unused:
+                try:
+                    await self.fusefs.collect_cache()
+                except (LazyflyError, TimeoutError) as exc:  # the next Cleanup collects it
+                    log.warning("cache collection deferred: %s", exc)
         return unused
 
     async def _find_layer(self, source: LayerSource) -> tuple[_ResolvedImage, Descriptor] | None:

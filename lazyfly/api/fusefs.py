@@ -6,6 +6,7 @@ clients. Routes:
 - `GET    /api/v1/images/{id}`  → 200 ImageInfo;
 - `DELETE /api/v1/images/{id}`  → 204;
 - `GET    /api/v1/daemon`       → 200 DaemonInfo;
+- `POST   /api/v1/cache/gc`     → 200 CacheGcResult: cache files of blobs no image reads deleted;
 - `GET    /metrics`             → Prometheus text;
 - any failure                   → 4xx/5xx ApiError {error: category, message}.
 
@@ -29,6 +30,7 @@ from lazyfly.errors import InvalidArgument
 
 IMAGES_PATH = "/api/v1/images"
 DAEMON_PATH = "/api/v1/daemon"
+CACHE_GC_PATH = "/api/v1/cache/gc"
 METRICS_PATH = "/metrics"
 DEFAULT_MERGE_LIMIT = 1 << 20
 
@@ -157,6 +159,14 @@ class DaemonInfo(_Model):
     version: str
     mountpoint: str
     images: list[ImageInfo] = field(default_factory=list)
+
+
+@dataclass
+class CacheGcResult(_Model):
+    """What a cache collection deleted: the blobs' digests and the disk space freed."""
+
+    removed: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
 
 
 @dataclass

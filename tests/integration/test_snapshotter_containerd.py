@@ -251,3 +251,27 @@ def test_a_killed_fusefs_daemon_is_replaced_and_the_containers_next_reads_recove
     digest = hashlib.md5((debian_rootfs / "usr/bin/dpkg-query").read_bytes()).hexdigest()
     assert out.split() == [digest, (debian_rootfs / "etc/debian_version").read_text().strip()]
     assert fusefs_daemon_pid(snapshotter) != old
+
+
+def test_an_image_removed_from_containerd_stops_being_served_and_its_cache_is_collected(node, tmp_path):
+    registry, snapshotter, containerd = node
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hello").write_text("collect me\n")
+    lazyfly("build", tree, "-o", tmp_path / "layout")
+    ref = f"{registry.host}/collected:v1"
+    lazyfly("push", tmp_path / "layout", ref, "--plain-http")
+    before = set(fusefs_images(snapshotter))
+    rpull(containerd, ref)
+    assert run(containerd, ref, BB, "cat", "/etc/hello", mounts=[BUSYBOX]) == "collect me\n"
+    (image_id,) = set(fusefs_images(snapshotter)) - before
+    blobs = list(data_blobs(registry, ref))
+    cache = snapshotter.root / "cache" / "blobs"
+    assert all((cache / f"{digest.replace(':', '-')}.data").exists() for digest in blobs)
+
+    containerd.ctr("image", "rm", "--sync", ref)  # containerd collects the snapshots, then Cleanup
+    deadline = time.monotonic() + RECONNECT_TIMEOUT
+    while image_id in fusefs_images(snapshotter) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert image_id not in fusefs_images(snapshotter)
+    assert not any((cache / f"{digest.replace(':', '-')}.data").exists() for digest in blobs)
