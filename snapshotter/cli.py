@@ -43,6 +43,9 @@ import click
     type=click.Choice(["none", "table", "all"]),
     help="What the fusefs daemon fetches of a lazy image before it is read (default: table).",
 )
+@click.option(
+    "--metrics-address", metavar="HOST:PORT", help="Serve Prometheus metrics at http://HOST:PORT/metrics."
+)
 def snapshotter(
     address: Path | None,
     root: Path | None,
@@ -51,6 +54,7 @@ def snapshotter(
     peer_proxy: str | None,
     plain_http: tuple[str, ...],
     prefetch: str | None,
+    metrics_address: str | None,
 ) -> None:
     """Serve containerd's snapshots API: lazyfly images start without a download, others as overlayfs."""
     import dataclasses
@@ -69,6 +73,7 @@ def snapshotter(
         "fusefs_socket": fusefs_socket,
         "peer_proxy": peer_proxy,
         "prefetch": prefetch,
+        "metrics_address": metrics_address,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if plain_http:

@@ -25,6 +25,7 @@ class SnapshotterSettings:
     peer_proxy: str | None = None
     plain_http: list[str] = field(default_factory=list)
     prefetch: str = "table"  # none, table or all
+    metrics_address: str | None = None  # HOST:PORT of the Prometheus endpoint; None: none
     merge_limit: int = DEFAULT_MERGE_LIMIT  # bytes of one range request: a miss and what rides along
 
     @property

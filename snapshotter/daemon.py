@@ -14,11 +14,13 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import grpc
+from prometheus_client import start_http_server
 
 from lazyfly.api.fusefs import PrefetchSpec
 from lazyfly.snapshotter import metastore as ms
 from lazyfly.snapshotter.config import SnapshotterSettings
 from lazyfly.snapshotter.fusefs_supervisor import FusefsDaemonSpec, FusefsSupervisor
+from lazyfly.snapshotter.metrics import SnapshotterMetrics
 from lazyfly.snapshotter.proto import snapshots_pb2_grpc as pb_grpc
 from lazyfly.snapshotter.remote_layers import RemoteLayers, RemoteSettings
 from lazyfly.snapshotter.service import SnapshotsService
@@ -34,6 +36,7 @@ async def serve_snapshotter(
     """Serve containerd's snapshots API on `settings.address` until SIGTERM or SIGINT."""
     settings.root.mkdir(parents=True, exist_ok=True)
     store = ms.MetaStore(settings.root / "metadata.db")
+    metrics = SnapshotterMetrics(store)
     fusefs = FusefsSupervisor(
         FusefsDaemonSpec(
             mountpoint=settings.mountpoint,
@@ -43,6 +46,7 @@ async def serve_snapshotter(
             managed=settings.managed_fusefs,
         ),
         store,
+        metrics,
     )
     snapshotter = Snapshotter(settings.root, store, fusefs.image_dir)
     remote = RemoteLayers(
@@ -54,9 +58,15 @@ async def serve_snapshotter(
             prefetch=PrefetchSpec(mode=settings.prefetch),  # type: ignore[arg-type]
             merge_limit=settings.merge_limit,
         ),
+        metrics,
     )
     server = grpc.aio.server()
-    pb_grpc.add_SnapshotsServicer_to_server(SnapshotsService(snapshotter, remote), server)
+    pb_grpc.add_SnapshotsServicer_to_server(SnapshotsService(snapshotter, remote, metrics), server)
+    metrics_server = None
+    if settings.metrics_address:
+        host, _, port = settings.metrics_address.rpartition(":")
+        # prometheus_client serves from its own thread; it is shut down on the way out below.
+        metrics_server, _ = start_http_server(int(port), host or "127.0.0.1", registry=metrics.registry)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(fusefs.serve)
@@ -74,6 +84,8 @@ async def serve_snapshotter(
     finally:
         with anyio.CancelScope(shield=True):
             await server.stop(STOP_GRACE)
+        if metrics_server is not None:
+            metrics_server.shutdown()
         store.close()
         settings.address.unlink(missing_ok=True)
         log.info("snapshotter on %s stopped", settings.address)

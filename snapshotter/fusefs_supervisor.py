@@ -41,6 +41,7 @@ from lazyfly.errors import AlreadyExists, LazyflyError, NotFound, Unavailable
 from lazyfly.mountinfo import mount_entry
 from lazyfly.snapshotter import metastore as ms
 from lazyfly.snapshotter.fusefs_client import FusefsClient
+from lazyfly.snapshotter.metrics import SnapshotterMetrics
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,13 @@ class FusefsSupervisor:
     """The fusefs daemon as the snapshotter sees it: up, serving the images in the store."""
 
     def __init__(
-        self, spec: FusefsDaemonSpec, store: ms.MetaStore, command: Sequence[str] | None = None
+        self,
+        spec: FusefsDaemonSpec,
+        store: ms.MetaStore,
+        metrics: SnapshotterMetrics,
+        command: Sequence[str] | None = None,
     ) -> None:
+        self.metrics = metrics
         self.spec = spec
         self.store = store
         self.command = list(command or [sys.executable, "-m", "lazyfly"])
@@ -103,6 +109,7 @@ class FusefsSupervisor:
                 )
                 if not takeover:
                     self._drop_session_fd()
+                self.metrics.fusefs_restarts.labels("takeover" if takeover else "fresh").inc()
                 await self._bring_up_again(takeover)
         finally:
             self._drop_session_fd()

@@ -33,6 +33,7 @@ from lazyfly.oci.registry import RegistryClient
 from lazyfly.snapshotter import metastore as ms
 from lazyfly.snapshotter.fusefs_supervisor import FusefsSupervisor
 from lazyfly.snapshotter.labels import LAZYFLY_BLOB, LAZYFLY_IMAGE, LayerSource, layer_source
+from lazyfly.snapshotter.metrics import SnapshotterMetrics
 from lazyfly.snapshotter.snapshotter import Snapshotter
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,17 @@ class _ResolvedImage:
 class RemoteLayers:
     """Turns lazy-layer Prepares into committed snapshots and served images."""
 
-    def __init__(self, snapshotter: Snapshotter, fusefs: FusefsSupervisor, settings: RemoteSettings) -> None:
+    def __init__(
+        self,
+        snapshotter: Snapshotter,
+        fusefs: FusefsSupervisor,
+        settings: RemoteSettings,
+        metrics: SnapshotterMetrics,
+    ) -> None:
         self.snapshotter = snapshotter
         self.fusefs = fusefs
         self.settings = settings
+        self.metrics = metrics
         self._manifests: dict[str, _ResolvedImage] = {}
         self._manifest_locks: dict[str, anyio.Lock] = {}
         # held from an image's add to its root's commit, and by collection (Rule 2)
@@ -80,6 +88,7 @@ class RemoteLayers:
             return True
         found = await self._find_layer(source)
         if found is None:
+            self.metrics.fallbacks.inc()
             return False
         image, layer = found
         lazy_labels = dict(labels)
@@ -88,8 +97,10 @@ class RemoteLayers:
                 request = await self.fusefs.ensure(self._add_request(image, layer))
                 await anyio.to_thread.run_sync(self._remember, request)
                 lazy_labels[LAZYFLY_IMAGE] = request.id
+                self.metrics.lazy_layers.labels("bootstrap").inc()
             else:
                 lazy_labels[LAZYFLY_BLOB] = "true"
+                self.metrics.lazy_layers.labels("blob").inc()
             try:
                 await anyio.to_thread.run_sync(
                     self.snapshotter.commit_remote, source.ref, parent, lazy_labels

@@ -22,6 +22,7 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from lazyfly.errors import AlreadyExists, FailedPrecondition, LazyflyError
 from lazyfly.rpc.status import status_code
+from lazyfly.snapshotter.metrics import SnapshotterMetrics
 from lazyfly.snapshotter.model import Info, Kind, Mount
 from lazyfly.snapshotter.proto import snapshots_pb2 as pb
 from lazyfly.snapshotter.proto import snapshots_pb2_grpc as pb_grpc
@@ -36,14 +37,20 @@ R = TypeVar("R")
 def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     @functools.wraps(method)
     async def wrapper(self: "SnapshotsService", request: Any, context: grpc.aio.ServicerContext) -> R:
+        calls = self.metrics.calls
         try:
-            return await method(self, request)
+            answer = await method(self, request)
         except LazyflyError as exc:
             log.info("%s: %s: %s", method.__name__, type(exc).__name__, exc)
+            calls.labels(method.__name__, status_code(exc).name).inc()
             await context.abort(status_code(exc), str(exc))
         except Exception as exc:
             log.exception("%s failed", method.__name__)
+            calls.labels(method.__name__, grpc.StatusCode.UNKNOWN.name).inc()
             await context.abort(grpc.StatusCode.UNKNOWN, f"{method.__name__}: {type(exc).__name__}: {exc}")
+        else:
+            calls.labels(method.__name__, grpc.StatusCode.OK.name).inc()
+            return answer
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -52,9 +59,10 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 class SnapshotsService(pb_grpc.SnapshotsServicer):
     """The Snapshots service over one Snapshotter and its lazy layers."""
 
-    def __init__(self, snapshotter: Snapshotter, remote: RemoteLayers) -> None:
+    def __init__(self, snapshotter: Snapshotter, remote: RemoteLayers, metrics: SnapshotterMetrics) -> None:
         self.snapshotter = snapshotter
         self.remote = remote
+        self.metrics = metrics
 
     @_rpc
     async def Prepare(self, request: pb.PrepareSnapshotRequest) -> pb.PrepareSnapshotResponse:

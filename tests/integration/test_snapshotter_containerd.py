@@ -20,8 +20,9 @@ import pytest
 from fixtures.snapshotter import fusefs_daemon_pid, snapshotter_node
 from fixtures.umoci_image import make_rootfs_image, make_three_layer_image, push_layout
 from integration.cli import lazyfly
+from prometheus_client.parser import text_string_to_metric_families
 
-from lazyfly.local_registry import local_registry
+from lazyfly.local_registry import free_port, local_registry
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +36,12 @@ MAX_FETCHED_FRACTION = 0.10  # of the compressed data blobs; a shell and dpkg re
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     base = tmp_path_factory.mktemp("node")
+    metrics = f"127.0.0.1:{free_port()}"
     with local_registry(base / "registry") as registry:
-        with snapshotter_node(base, "--plain-http", registry.host) as (snapshotter, containerd):
+        with snapshotter_node(base, "--plain-http", registry.host, "--metrics-address", metrics) as (
+            snapshotter,
+            containerd,
+        ):
             yield registry, snapshotter, containerd
 
 
@@ -275,3 +280,23 @@ def test_an_image_removed_from_containerd_stops_being_served_and_its_cache_is_co
         time.sleep(0.5)
     assert image_id not in fusefs_images(snapshotter)
     assert not any((cache / f"{digest.replace(':', '-')}.data").exists() for digest in blobs)
+
+
+def test_the_snapshotter_counts_calls_and_lazy_layers_and_shows_its_state_in_prometheus_metrics(
+    node, debian_images
+):
+    _, snapshotter, containerd = node
+    _, lazy = debian_images
+    rpull(containerd, lazy)
+    address = snapshotter.args[snapshotter.args.index("--metrics-address") + 1]
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(httpx.get(f"http://{address}/metrics", timeout=30).text)
+        for sample in family.samples
+    }
+    assert samples[("lazyfly_snapshotter_lazy_layers_total", (("kind", "bootstrap"),))] >= 1
+    assert (
+        samples[("lazyfly_snapshotter_calls_total", (("code", "ALREADY_EXISTS"), ("method", "Prepare")))] >= 1
+    )
+    assert samples[("lazyfly_snapshotter_snapshots", (("kind", "committed"),))] >= 2
+    assert samples[("lazyfly_snapshotter_images", ())] >= 1
