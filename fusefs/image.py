@@ -16,6 +16,7 @@ from lazyfly.fusefs.blob_reader import BlobReader
 from lazyfly.fusefs.reader_pool import ReaderPool
 
 NEIGHBOURS = 64  # inodes looked at behind a miss for chunks that share its range request
+NEIGHBOUR_WINDOW = 64 << 10  # compressed bytes of other files that ride along with a miss
 _Slice = tuple[BlobReader, int, int, int]  # reader, offset in its cache file, offset in out, length
 
 
@@ -63,39 +64,48 @@ class MountedImage:
 
     def _amplified(self, inode: Inode, refs: list[ChunkRef], end: int) -> list[ChunkRef]:
         """Chunks that ride along with a miss: those lying in its blob right behind the last
-        chunk read, up to `read_amplify` compressed bytes, that are not cached yet.
+        chunk read, that are not cached yet: the file's own up to `read_amplify` compressed bytes,
+        other files' up to NEIGHBOUR_WINDOW.
 
         A registry answers one range request in about the time it sends a few MiB, so a cold
         reader is served far faster by one large request than by many chunk-sized ones. The
         builder writes files in inode order, so the chunks behind a miss are the file's next
         ones, then the next files' (a package's other modules, a library's next pages); they
         land in the cache for the reads that follow. Only chunks of the same blob inside the
-        window are taken, so the extra bytes always join the miss's range request.
+        window are taken, so the extra bytes always join the miss's range request. The window
+        for other files is small: many of them are never read (a package's sources beside the
+        compiled modules that are), and every byte of theirs is one more to download.
         """
         if self.read_amplify <= 0 or not refs:
             return []
         last = max(refs, key=lambda ref: ref.compressed_offset)
         reader = self.readers[last.blob_index]
         start = last.compressed_offset + last.compressed_size
-        limit = start + self.read_amplify
+        own_limit = start + self.read_amplify
+        neighbour_limit = start + min(self.read_amplify, NEIGHBOUR_WINDOW)
         extra: list[ChunkRef] = []
-        for ref in self._chunks_behind(inode, end):
-            if ref.compressed_offset >= limit:
+        for ref, own in self._chunks_behind(inode, end):
+            if ref.compressed_offset >= (own_limit if own else neighbour_limit):
+                if own:
+                    continue
                 break
             if ref.blob_index == last.blob_index and ref.compressed_offset >= start:
                 if not reader.cache.is_ready(ref.uncompressed_offset):
                     extra.append(ref)
         return extra
 
-    def _chunks_behind(self, inode: Inode, end: int) -> Iterator[ChunkRef]:
-        """The file's chunks from `end` on, then those of the next inodes (at most NEIGHBOURS)."""
+    def _chunks_behind(self, inode: Inode, end: int) -> Iterator[tuple[ChunkRef, bool]]:
+        """The file's chunks from `end` on (own), then those of the next inodes (at most
+        NEIGHBOURS)."""
         if end < inode.size:
-            yield from self.bootstrap.chunks_in_range(inode, end, inode.size - end)
+            for ref in self.bootstrap.chunks_in_range(inode, end, min(inode.size - end, self.read_amplify)):
+                yield ref, True
         last = min(self.bootstrap.inode_count, inode.ino + NEIGHBOURS)
         for ino in range(inode.ino + 1, last + 1):
             neighbour = self.bootstrap.inode(ino)
             if stat.S_ISREG(neighbour.mode) and neighbour.size:
-                yield from self.bootstrap.chunks(neighbour)
+                for ref in self.bootstrap.chunks(neighbour):
+                    yield ref, False
 
     def _cached_slices(self, refs: list[ChunkRef], offset: int, size: int) -> list[_Slice] | None:
         """Where each part of the range sits in the cache files; None if a chunk is not cached."""
