@@ -19,14 +19,17 @@ import json
 import logging
 from urllib.parse import unquote, urlsplit
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from lazyfly import __version__
 from lazyfly.api.fusefs import (
+    ACCESSED_SUFFIX,
     CACHE_GC_PATH,
     DAEMON_PATH,
     IMAGES_PATH,
     METRICS_PATH,
+    AccessedFiles,
     AddImageRequest,
     ApiError,
     CacheStats,
@@ -125,6 +128,14 @@ class ApiRoutes:
             return status, headers, payload
 
     async def _route(self, method: str, path: str, body: bytes) -> Response:
+        if path.startswith(IMAGES_PATH + "/") and path.endswith(ACCESSED_SUFFIX):
+            image_id = unquote(path[len(IMAGES_PATH) + 1 : -len(ACCESSED_SUFFIX)])
+            _allow(method, ["GET"], path)
+            image = self.images.get(image_id)
+            if image is None:
+                raise NotFound(f"image {image_id} is not mounted")
+            paths = await trio.to_thread.run_sync(image.accessed_paths)
+            return _json(200, AccessedFiles(paths).to_json())
         if path == IMAGES_PATH:
             _allow(method, ["POST"], path)
             return await self._add(body)

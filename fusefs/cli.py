@@ -228,4 +228,45 @@ def _log_path(cache_dir: Path, mountpoint: Path) -> Path:
     return logs / f"mount-{name}.log"
 
 
-COMMANDS = [mount, umount, fusefs_daemon]
+@click.command()
+@click.option(
+    "--api-socket",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="API socket of the `lazyfly fusefs` daemon serving the image.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout."
+)
+@click.argument("image_id")
+def accessed(api_socket: Path, output: Path | None, image_id: str) -> None:
+    """Print the files of a served image read so far, in first-read order: a --prefetch-list.
+
+    Record a workload once, then rebuild the image with `lazyfly convert --prefetch-list FILE`
+    so that the next nodes fetch those files before they are asked for.
+    """
+    import trio
+
+    from lazyfly.api.fusefs import AccessedFiles, accessed_path, parse_json
+    from lazyfly.errors import LazyflyError, NotFound
+    from lazyfly.http_unix import DEFAULT_REQUEST_TIMEOUT, request
+
+    async def fetch() -> tuple[int, bytes]:
+        with trio.fail_after(DEFAULT_REQUEST_TIMEOUT):
+            return await request(api_socket, "GET", accessed_path(image_id))
+
+    status, body = trio.run(fetch)
+    if status == 404:
+        raise NotFound(f"image {image_id} is not served by the daemon on {api_socket}")
+    if status != 200:
+        raise LazyflyError(f"daemon on {api_socket} answered {status}: {body[:200].decode(errors='replace')}")
+    paths = AccessedFiles.from_json(parse_json(body, "answer"), "answer").paths
+    text = "".join(f"{path}\n" for path in paths)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(f"wrote {len(paths)} paths to {output}", err=True)
+
+
+COMMANDS = [mount, umount, fusefs_daemon, accessed]

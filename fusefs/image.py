@@ -4,9 +4,10 @@ Rule: a read never returns bytes that were not verified: every chunk comes from 
 which checks blake3 before caching; holes (ranges without a chunk ref) read as zeros.
 """
 
+import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lazyfly.backend.base import BlobBackend
 from lazyfly.errors import Corrupt
@@ -32,11 +33,13 @@ class MountedImage:
     pool: ReaderPool
     reference: str = ""
     read_amplify: int = 0
+    accessed: dict[int, None] = field(default_factory=dict)  # inodes read, in first-read order
 
     async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
         """Return up to `size` bytes of regular file `inode` from `offset` (short only at EOF)."""
         if not stat.S_ISREG(inode.mode) or offset >= inode.size or size <= 0:
             return b""
+        self.accessed.setdefault(inode.ino)
         size = min(size, inode.size - offset)
         refs = self.bootstrap.chunks_in_range(inode, offset, size)
         slices = self._cached_slices(refs, offset, size)
@@ -106,6 +109,15 @@ class MountedImage:
             if stat.S_ISREG(neighbour.mode) and neighbour.size:
                 for ref in self.bootstrap.chunks(neighbour):
                     yield ref, False
+
+    def accessed_paths(self) -> list[str]:
+        """The paths of the files read so far, in first-read order (one path per inode)."""
+        order = {ino: rank for rank, ino in enumerate(self.accessed)}
+        found: dict[int, str] = {}
+        for path, inode in self.bootstrap.walk():
+            if inode.ino in order and inode.ino not in found:
+                found[inode.ino] = os.fsdecode(path)
+        return [found[ino] for ino in sorted(found, key=order.__getitem__)]
 
     def _cached_slices(self, refs: list[ChunkRef], offset: int, size: int) -> list[_Slice] | None:
         """Where each part of the range sits in the cache files; None if a chunk is not cached."""

@@ -5,6 +5,8 @@ clients. Routes:
 - `POST   /api/v1/images`       AddImageRequest → 201 ImageInfo; 409 if the id is taken;
 - `GET    /api/v1/images/{id}`  → 200 ImageInfo;
 - `DELETE /api/v1/images/{id}`  → 204;
+- `GET    /api/v1/images/{id}/accessed` → 200 AccessedFiles: files read so far, in first-read
+                                  order (a prefetch list for `lazyfly build/convert --prefetch-list`);
 - `GET    /api/v1/daemon`       → 200 DaemonInfo;
 - `POST   /api/v1/cache/gc`     → 200 CacheGcResult: cache files of blobs no image reads deleted;
 - `GET    /metrics`             → Prometheus text;
@@ -31,6 +33,7 @@ from lazyfly.errors import InvalidArgument
 IMAGES_PATH = "/api/v1/images"
 DAEMON_PATH = "/api/v1/daemon"
 CACHE_GC_PATH = "/api/v1/cache/gc"
+ACCESSED_SUFFIX = "/accessed"
 METRICS_PATH = "/metrics"
 DEFAULT_MERGE_LIMIT = 1 << 20
 
@@ -46,6 +49,11 @@ def session_socket_path(api_socket: Path) -> Path:
 def image_path(image_id: str) -> str:
     """The path of one image's resource."""
     return f"{IMAGES_PATH}/{quote(image_id, safe='')}"
+
+
+def accessed_path(image_id: str) -> str:
+    """The path of the list of files an image's readers have read."""
+    return image_path(image_id) + ACCESSED_SUFFIX
 
 
 def parse_json(body: bytes, where: str) -> object:
@@ -159,6 +167,13 @@ class DaemonInfo(_Model):
     version: str
     mountpoint: str
     images: list[ImageInfo] = field(default_factory=list)
+
+
+@dataclass
+class AccessedFiles(_Model):
+    """The absolute paths of the files of an image read so far, in the order first read."""
+
+    paths: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -332,3 +332,17 @@ def test_a_new_daemon_takes_over_a_killed_daemons_session_and_waiting_reads_comp
             child.kill()
             child.wait()
         first.cleanup()
+
+
+def test_the_files_read_are_listed_in_first_read_order_as_a_prefetch_list(
+    daemon: Daemon, images: dict[str, tuple[Path, Path]]
+):
+    _, layout = images["alpha"]
+    assert daemon.add("alpha", layout)[0] == 201
+    order = ["dir/file1.bin", "hello.txt", "dir/sub/file0.bin", "hello.txt"]
+    for rel in order:
+        (daemon.mountpoint / "alpha" / rel).read_bytes()
+    os.stat(daemon.mountpoint / "alpha" / "dir" / "file3.bin")  # looked at, never read
+    out = lazyfly("accessed", "--api-socket", daemon.socket, "alpha").stdout
+    assert out.splitlines() == ["/dir/file1.bin", "/hello.txt", "/dir/sub/file0.bin"]
+    assert lazyfly("accessed", "--api-socket", daemon.socket, "nope", check=False).returncode == 1
