@@ -9,8 +9,11 @@ _rootfs_image.py, about 1.05 GB, two gzip layers), pushed as it is and converted
 snapshotter state, page cache dropped):
 - overlayfs: `ctr image pull` (download and unpack), then `ctr run --rm IMAGE python3 -c "import
   numpy, scipy.linalg"`;
-- lazyfly: `lazyfly snapshotter` (with its fusefs daemon, no prefetch), `ctr-remote image rpull
-  --snapshotter lazyfly`, then the same `ctr run` on the lazy image.
+- lazyfly: `lazyfly snapshotter` (with its fusefs daemon, default settings), `ctr-remote image
+  rpull --snapshotter lazyfly`, then the same `ctr run` on the lazy image;
+- lazyfly + prefetch list: the same on an image converted with `--prefetch-list`, the files the
+  workload read in a recording run (`lazyfly accessed`), as Nydus users build theirs; the fusefs
+  daemon fetches those files in the background while the container starts.
 Printed: pull, run, total seconds and the bytes the registry sent, side by side, the ratio of the
 totals (goal ≤ 0.10 at 1 Gbit, ≤ 0.08 at 200 Mbit) and the lazy registry bytes as a share of the
 image (goal ≤ 7 %).
@@ -26,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from _harness import CACHE, LAZYFLY, REPO, drop_caches, mb, print_table
 from _netns import ShapedNamespace, shaped_namespace
 from _rootfs_image import TAG, rootfs_image
@@ -73,10 +77,13 @@ def overlayfs_run(base: Path, net: ShapedNamespace, ref: str) -> Run:
         return Run(pull, run, net.sent_bytes() - sent)
 
 
-def lazyfly_run(base: Path, net: ShapedNamespace, ref: str, registry_host: str) -> Run:
+def lazyfly_run(
+    base: Path, net: ShapedNamespace, ref: str, registry_host: str, record: Path | None = None
+) -> Run:
+    """One lazy cold start; with `record`, the files the workload read are written there."""
     socket, root = base / "snapshotter.sock", base / "snapshotter"
     argv = [str(LAZYFLY), "snapshotter", "--address", str(socket), "--root", str(root)]
-    argv += ["--plain-http", registry_host, "--prefetch", "none"]
+    argv += ["--plain-http", registry_host]
     with open(base / "snapshotter.log", "wb") as log:
         snapshotter = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -99,7 +106,10 @@ def lazyfly_run(base: Path, net: ShapedNamespace, ref: str, registry_host: str) 
                 tool="ctr-remote",
             )
             run = _timed_ctr(containerd, "run", "--rm", "--snapshotter", "lazyfly", ref, "bench", *WORKLOAD)
-            return Run(pull, run, net.sent_bytes() - sent)
+            result = Run(pull, run, net.sent_bytes() - sent)
+            if record is not None:
+                _record_accessed(root / "fusefs.sock", record)
+            return result
     except Exception:
         for log_path in (base / "snapshotter.log", root / "fusefs.log"):
             if log_path.exists():
@@ -113,6 +123,16 @@ def lazyfly_run(base: Path, net: ShapedNamespace, ref: str, registry_host: str) 
         for pid in processes_with_argument(str(root / "fusefs.sock")):
             subprocess.run(["kill", "-9", str(pid)])
         detach_mounts_under(base)
+
+
+def _record_accessed(api_socket: Path, record: Path) -> None:
+    transport = httpx.HTTPTransport(uds=str(api_socket))
+    with httpx.Client(transport=transport, base_url="http://fusefs", timeout=30) as client:
+        (image,) = client.get("/api/v1/daemon").json()["images"]
+    subprocess.run(
+        [str(LAZYFLY), "accessed", "--api-socket", str(api_socket), image["id"], "-o", str(record)],
+        check=True,
+    )
 
 
 def _image_bytes(layout: Path) -> int:
@@ -157,16 +177,31 @@ def main() -> None:
             subprocess.run(
                 [str(LAZYFLY), "convert", "--plain-http", plain, lazy], check=True, capture_output=True
             )
+            listed = f"{lazy}-prefetch"
+            if args.only != "overlayfs":
+                print("recording the files the workload reads ...", flush=True)
+                record = work / "prefetch.list"
+                lazyfly_run(_fresh(work, "record"), net, lazy, registry_host, record=record)
+                subprocess.run(
+                    [str(LAZYFLY), "convert", "--plain-http", "--prefetch-list", str(record), plain, listed],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+                rows.append(("prefetch list", f"{len(record.read_text().splitlines())} files", "recorded"))
             for rate in args.rates.split(","):
                 net.shape(rate)
-                full = lazy_run = None
+                full = lazy_run = listed_run = None
                 if args.only != "lazyfly":
                     print(f"{rate}: overlayfs pull + run ...", flush=True)
                     full = overlayfs_run(_fresh(work, f"overlay-{rate}"), net, plain)
                 if args.only != "overlayfs":
                     print(f"{rate}: lazyfly rpull + run ...", flush=True)
                     lazy_run = lazyfly_run(_fresh(work, f"lazyfly-{rate}"), net, lazy, registry_host)
-                rows += _rows(rate, full, lazy_run, image_bytes)
+                    print(f"{rate}: lazyfly rpull + run, image with the prefetch list ...", flush=True)
+                    listed_run = lazyfly_run(_fresh(work, f"listed-{rate}"), net, listed, registry_host)
+                rows += _rows(rate, "lazyfly", full, lazy_run, image_bytes)
+                if listed_run is not None:
+                    listed_rows = _rows(rate, "lazyfly+list", full, listed_run, image_bytes)
+                    rows += listed_rows[1:] if full is not None else listed_rows
     print_table(rows)
 
 
@@ -176,9 +211,9 @@ def _fresh(work: Path, name: str) -> Path:
     return path
 
 
-def _rows(rate: str, full: Run | None, lazy: Run | None, image_bytes: int) -> list[Row]:
+def _rows(rate: str, name: str, full: Run | None, lazy: Run | None, image_bytes: int) -> list[Row]:
     if full is None or lazy is None:
-        run, side = (full, "overlayfs") if lazy is None else (lazy, "lazyfly")
+        run, side = (full, "overlayfs") if lazy is None else (lazy, name)
         assert run is not None
         return [(f"{rate} {side} pull / run / total", f"{run.pull:.1f} / {run.run:.1f} / {run.total:.1f} s",
                  f"registry sent {mb(run.registry_bytes)}")]  # fmt: skip
@@ -189,10 +224,10 @@ def _rows(rate: str, full: Run | None, lazy: Run | None, image_bytes: int) -> li
     return [
         (f"{rate} overlayfs pull / run / total", f"{full.pull:.1f} / {full.run:.1f} / {full.total:.1f} s",
          f"registry sent {mb(full.registry_bytes)}"),
-        (f"{rate} lazyfly rpull / run / total", f"{lazy.pull:.1f} / {lazy.run:.1f} / {lazy.total:.1f} s",
+        (f"{rate} {name} rpull / run / total", f"{lazy.pull:.1f} / {lazy.run:.1f} / {lazy.total:.1f} s",
          f"registry sent {mb(lazy.registry_bytes)}"),
-        (f"{rate} total lazyfly / overlayfs", f"{ratio:.3f}", verdict),
-        (f"{rate} lazyfly registry bytes / image", f"{100 * share:.1f} %",
+        (f"{rate} total {name} / overlayfs", f"{ratio:.3f}", verdict),
+        (f"{rate} {name} registry bytes / image", f"{100 * share:.1f} %",
          f"goal <= {100 * BYTES_GOAL:.0f} % ({'ok' if share <= BYTES_GOAL else 'MISSED'})"),
     ]  # fmt: skip
 

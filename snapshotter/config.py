@@ -11,6 +11,9 @@ from lazyfly.api.fusefs import DEFAULT_MERGE_LIMIT
 
 DEFAULT_ADDRESS = Path("/run/lazyfly/snapshotter.sock")
 DEFAULT_ROOT = Path("/var/lib/lazyfly/snapshotter")
+# A container's start reads while the prefetch runs; a registry answers each request in ~10 ms
+# whatever its size, so several requests in flight fetch a prefetch list far sooner than two.
+DEFAULT_PREFETCH_WORKERS = 8
 
 
 @dataclass
@@ -25,6 +28,7 @@ class SnapshotterSettings:
     peer_proxy: str | None = None
     plain_http: list[str] = field(default_factory=list)
     prefetch: str = "table"  # none, table or all
+    prefetch_workers: int = DEFAULT_PREFETCH_WORKERS  # concurrent prefetch requests per image
     metrics_address: str | None = None  # HOST:PORT of the Prometheus endpoint; None: none
     merge_limit: int = DEFAULT_MERGE_LIMIT  # bytes of one range request: a miss and what rides along
 

@@ -55,7 +55,7 @@ async def serve_snapshotter(
         RemoteSettings(
             plain_http=frozenset(settings.plain_http),
             peer_proxy=settings.peer_proxy,
-            prefetch=PrefetchSpec(mode=settings.prefetch),  # type: ignore[arg-type]
+            prefetch=PrefetchSpec(mode=settings.prefetch, workers=settings.prefetch_workers),  # type: ignore[arg-type]
             merge_limit=settings.merge_limit,
         ),
         metrics,
