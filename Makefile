@@ -42,6 +42,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/fuse_read.py
+	$(BIN)/python bench/coldstart.py
 
 # containerd's snapshots v1 stubs, from the proto we own (the generated files are committed).
 proto: install

@@ -17,7 +17,7 @@ import uuid
 
 import httpx
 import pytest
-from fixtures.snapshotter import fusefs_daemon_pid, snapshotter_node
+from fixtures.snapshotter import fusefs_daemon_pid, push_small_image, snapshotter_node
 from fixtures.umoci_image import make_rootfs_image, make_three_layer_image, push_layout
 from integration.cli import lazyfly
 from prometheus_client.parser import text_string_to_metric_families
@@ -141,13 +141,8 @@ def test_a_plain_oci_image_is_downloaded_and_unpacked_through_the_same_snapshott
 
 def test_concurrent_pulls_of_one_image_serve_it_once(node, tmp_path):
     registry, snapshotter, containerd = node
-    tree = tmp_path / "tree"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "hello").write_text("once\n")
-    lazyfly("build", tree, "-o", tmp_path / "layout")
     refs = [f"{registry.host}/once:v{i}" for i in range(3)]
-    for ref in refs:
-        lazyfly("push", tmp_path / "layout", ref, "--plain-http")
+    push_small_image(tmp_path, {"etc/hello": "once\n"}, *refs)
     before = set(fusefs_images(snapshotter))
     pulls = [
         subprocess.Popen(
@@ -183,12 +178,8 @@ def test_a_registry_the_snapshotter_cannot_reach_fails_the_pull_and_leaves_no_sn
         return containerd.ctr("snapshots", "--snapshotter", SNAPSHOTTER, "ls").stdout.splitlines()
 
     with local_registry(tmp_path / "other") as other:  # not among the snapshotter's --plain-http
-        tree = tmp_path / "tree"
-        tree.mkdir()
-        (tree / "file").write_text("x")
-        lazyfly("build", tree, "-o", tmp_path / "layout")
         ref = f"{other.host}/unreachable:v1"
-        lazyfly("push", tmp_path / "layout", ref, "--plain-http")
+        push_small_image(tmp_path, {"file": "x"}, ref)
         before = snapshots()
         proc = containerd.ctr_remote(
             "image", "rpull", "--plain-http", "--snapshotter", SNAPSHOTTER, ref, check=False
@@ -260,12 +251,8 @@ def test_a_killed_fusefs_daemon_is_replaced_and_the_containers_next_reads_recove
 
 def test_an_image_removed_from_containerd_stops_being_served_and_its_cache_is_collected(node, tmp_path):
     registry, snapshotter, containerd = node
-    tree = tmp_path / "tree"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "hello").write_text("collect me\n")
-    lazyfly("build", tree, "-o", tmp_path / "layout")
     ref = f"{registry.host}/collected:v1"
-    lazyfly("push", tmp_path / "layout", ref, "--plain-http")
+    push_small_image(tmp_path, {"etc/hello": "collect me\n"}, ref)
     before = set(fusefs_images(snapshotter))
     rpull(containerd, ref)
     assert run(containerd, ref, BB, "cat", "/etc/hello", mounts=[BUSYBOX]) == "collect me\n"

@@ -11,8 +11,13 @@ import grpc
 import httpx
 import pytest
 from fixtures.forward_proxy import ForwardProxy
-from fixtures.snapshotter import SnapshotsClient, start_snapshotter, stop_snapshotter, teardown_fusefs
-from integration.cli import lazyfly
+from fixtures.snapshotter import (
+    SnapshotsClient,
+    push_small_image,
+    start_snapshotter,
+    stop_snapshotter,
+    teardown_fusefs,
+)
 from suites.snapshotter_suite import code_of, mounted
 
 from lazyfly.local_registry import local_registry
@@ -52,12 +57,8 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
 
 def test_cri_labels_commit_every_layer_lazily_and_the_container_reads_through_the_peer_proxy(node, tmp_path):
     registry, proxy, _, client = node
-    tree = tmp_path / "tree"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "motd").write_text("through the peer\n")
-    lazyfly("build", tree, "-o", tmp_path / "layout")
     ref = f"{registry.host}/cri/app:v1"
-    lazyfly("push", tmp_path / "layout", ref, "--plain-http")
+    push_small_image(tmp_path, {"etc/motd": "through the peer\n"}, ref)
     response = httpx.get(f"{registry.url}/v2/cri/app/manifests/v1", headers={"Accept": MANIFEST}, timeout=30)
     manifest, manifest_digest = response.json(), response.headers["Docker-Content-Digest"]
     config = httpx.get(f"{registry.url}/v2/cri/app/blobs/{manifest['config']['digest']}", timeout=30).json()
