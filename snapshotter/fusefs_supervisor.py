@@ -119,7 +119,12 @@ class FusefsSupervisor:
     async def ensure(self, request: AddImageRequest) -> AddImageRequest:
         """Serve `request.id`, adding it if the daemon does not have it yet (Rule 4); return the
         request with the slot the image has."""
-        await self._up.wait()
+        with anyio.move_on_after(DEFAULT_START_TIMEOUT) as waiting:
+            await self._up.wait()
+        if waiting.cancelled_caught:
+            raise Unavailable(
+                f"the fusefs daemon on {self.spec.mountpoint} is not up: cannot serve image {request.id}"
+            )
         lock = self._locks.setdefault(request.id, anyio.Lock())
         async with lock:
             if request.id not in self._served:
