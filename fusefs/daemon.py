@@ -4,6 +4,10 @@ Two daemons: `serve_image` (`lazyfly mount`: one image at the mount's root) and 
 (`lazyfly fusefs`: many images as subdirectories, added and removed through the HTTP API on a unix
 socket (api.py, served_images.py), lifecycle INIT → RUNNING → STOPPING → STOPPED (daemon_state.py)).
 
+The multi-image daemon also hands its FUSE session descriptor out on API-SOCKET.session, and can
+start on a live session a dead daemon left (`Takeover`, session_takeover.py): then it restores that
+daemon's images in their slots, never mounts, and unmounts on a normal stop.
+
 One root nursery per daemon (STYLE 6): the FUSE loop, the signal watcher and (multi-image) the API
 server live in it; SIGTERM or SIGINT ends the FUSE loop with pyfuse3.terminate(), and the mount is
 always released and every image closed on the way out, whatever ended the loop. The multi-image
