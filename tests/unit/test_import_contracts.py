@@ -14,6 +14,13 @@ CODECS = [
     "lazyfly/oci/reference.py",
     "lazyfly/oci/manifest.py",
     "lazyfly/backend/byte_range.py",
+    "fusefs/fuse_wire.py",
+    "snapshotter/filters.py",
+    "snapshotter/mounts.py",
+    "snapshotter/labels.py",
+    "p2p/task",
+    "p2p/vortex/codec.py",
+    "p2p/vortex/messages.py",
 ]
 IO_MODULES = {"trio", "anyio", "asyncio", "socket", "grpc", "httpx", "rocksdict"}
 
