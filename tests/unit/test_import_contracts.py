@@ -21,6 +21,8 @@ CODECS = [
     "p2p/task",
     "p2p/vortex/codec.py",
     "p2p/vortex/messages.py",
+    "scheduler/dag.py",
+    "scheduler/evaluator.py",
 ]
 IO_MODULES = {"trio", "anyio", "asyncio", "socket", "grpc", "httpx", "rocksdict"}
 
