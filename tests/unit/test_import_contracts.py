@@ -21,6 +21,7 @@ CODECS = [
     "p2p/task",
     "p2p/vortex/codec.py",
     "p2p/vortex/messages.py",
+    "p2p/proxy/headers.py",
     "scheduler/dag.py",
     "scheduler/evaluator.py",
 ]

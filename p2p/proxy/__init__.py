@@ -1,0 +1,1 @@
+"""The peer's HTTP proxy: header rules here, the server beside them."""
