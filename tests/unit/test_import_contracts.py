@@ -25,6 +25,8 @@ CODECS = [
     "p2p/proxy/headers.py",
     "scheduler/dag.py",
     "scheduler/evaluator.py",
+    "scheduler/peer_state.py",
+    "scheduler/cluster_state.py",
 ]
 IO_MODULES = {"trio", "anyio", "asyncio", "socket", "grpc", "httpx", "rocksdict"}
 
