@@ -44,12 +44,13 @@ bench: install
 	$(BIN)/python bench/fuse_read.py
 	$(BIN)/python bench/coldstart.py
 
-# containerd's snapshots v1 stubs, from the proto we own (the generated files are committed).
+# containerd's snapshots v1 messages, from the proto we own (the generated file is committed; the
+# gRPC binding is made from its descriptor by lazyfly.rpc.binding).
 proto: install
 	rm -rf build/proto && mkdir -p build/proto
 	$(BIN)/python -m grpc_tools.protoc --proto_path=lazyfly/snapshotter/proto=snapshotter/proto \
-		--python_out=build/proto --grpc_python_out=build/proto lazyfly/snapshotter/proto/snapshots.proto
-	cp build/proto/lazyfly/snapshotter/proto/snapshots_pb2*.py snapshotter/proto/
+		--python_out=build/proto lazyfly/snapshotter/proto/snapshots.proto
+	cp build/proto/lazyfly/snapshotter/proto/snapshots_pb2.py snapshotter/proto/
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,15 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _harness import CACHE, LAZYFLY, REPO, drop_caches, mb, print_table
+from _harness import CACHE, LAZYFLY, drop_caches, mb, print_table
 from _netns import ShapedNamespace, shaped_namespace
 from _rootfs_image import TAG, rootfs_image
 
-from lazyfly.local_containerd import LocalContainerd, detach_mounts_under, local_containerd
+from lazyfly.local_containerd import (
+    LocalContainerd,
+    detach_mounts_under,
+    local_containerd,
+    processes_with_argument,
+)
 from lazyfly.local_registry import local_registry
-
-sys.path.insert(0, str(REPO / "tests"))
-from fixtures.snapshotter import processes_with_argument
 
 WORKLOAD = ["python3", "-c", "import numpy, scipy.linalg"]
 GOALS = {"1gbit": 0.10, "200mbit": 0.08}

@@ -130,13 +130,16 @@ def _stop(running: LocalContainerd) -> None:
     except subprocess.TimeoutExpired:
         running.process.kill()
         running.process.wait()
-    for pid in _shims_of(running.address):
+    for pid in processes_with_argument(str(running.address), "containerd-shim-runc-v2"):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     detach_mounts_under(running.base)
 
 
-def _shims_of(address: Path) -> list[int]:
+def processes_with_argument(argument: str, program: str = "") -> list[int]:
+    """Pids of processes whose command line holds `argument` exactly (and whose program name ends
+    with `program`, when given)."""
+    wanted, name = os.fsencode(argument), os.fsencode(program)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -145,7 +148,7 @@ def _shims_of(address: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and os.fsencode(address) in argv:
+        if argv[0].endswith(name) and wanted in argv:
             pids.append(int(entry.name))
     return pids
 

@@ -4,22 +4,20 @@ Served today: AnnounceHost, ListHosts, DeleteHost, StatPeer, StatTask, DeletePee
 The AnnouncePeer conversation and the cache/persistent variants answer UNIMPLEMENTED (the stubs'
 default) until the peer daemon that speaks them exists.
 
-Rule: error categories become status codes in lazyfly.rpc.status; messages name the host, task
-or peer.
+Rule: error categories become status codes through lazyfly.rpc.binding.rpc_errors; messages name
+the host, task or peer.
 """
 
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-import grpc
 from dragonfly_api import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from google.protobuf import empty_pb2
 
-from lazyfly.errors import LazyflyError, NotFound
-from lazyfly.rpc.status import status_code
+from lazyfly.errors import NotFound
+from lazyfly.rpc.binding import rpc_errors
 from lazyfly.scheduler.cluster_state import ClusterState, Host
 from lazyfly.scheduler.evaluator import HostView
 
@@ -28,16 +26,7 @@ R = TypeVar("R")
 SEED_HOST_TYPES = {1, 2, 3}  # super, strong and weak seed peers; 0 is a normal peer
 
 
-def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    @functools.wraps(method)
-    async def wrapper(self: "SchedulerService", request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await method(self, request)
-        except LazyflyError as exc:
-            await context.abort(status_code(exc), str(exc))
-        raise AssertionError("unreachable: abort raises")
-
-    return wrapper
+_rpc = rpc_errors()
 
 
 def host_from_proto(message: common_pb2.Host, now: float) -> Host:

@@ -17,11 +17,12 @@ import grpc
 from prometheus_client import start_http_server
 
 from lazyfly.api.fusefs import PrefetchSpec
+from lazyfly.rpc.binding import service_handler
 from lazyfly.snapshotter import metastore as ms
 from lazyfly.snapshotter.config import SnapshotterSettings
 from lazyfly.snapshotter.fusefs_supervisor import FusefsDaemonSpec, FusefsSupervisor
 from lazyfly.snapshotter.metrics import SnapshotterMetrics
-from lazyfly.snapshotter.proto import snapshots_pb2_grpc as pb_grpc
+from lazyfly.snapshotter.proto import snapshots_pb2 as pb
 from lazyfly.snapshotter.remote_layers import RemoteLayers, RemoteSettings
 from lazyfly.snapshotter.service import SnapshotsService
 from lazyfly.snapshotter.snapshotter import Snapshotter
@@ -61,7 +62,8 @@ async def serve_snapshotter(
         metrics,
     )
     server = grpc.aio.server()
-    pb_grpc.add_SnapshotsServicer_to_server(SnapshotsService(snapshotter, remote, metrics), server)
+    service = SnapshotsService(snapshotter, remote, metrics)
+    server.add_generic_rpc_handlers((service_handler(pb.DESCRIPTOR.services_by_name["Snapshots"], service),))
     metrics_server = None
     if settings.metrics_address:
         host, _, port = settings.metrics_address.rpartition(":")

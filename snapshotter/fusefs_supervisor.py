@@ -130,14 +130,14 @@ class FusefsSupervisor:
             if request.id not in self._served:
                 try:
                     with anyio.fail_after(DEFAULT_ADD_TIMEOUT):
-                        await self.client.add_image(request)
-                except AlreadyExists:
-                    pass
+                        slot = (await self.client.add_image(request)).slot
+                except AlreadyExists:  # added meanwhile by a restore: ask where it went
+                    slot = await self._slot_of(request.id)
                 except TimeoutError:
                     raise Unavailable(
                         f"fusefs daemon did not add image {request.id} within {DEFAULT_ADD_TIMEOUT:.0f} s"
                     ) from None
-                self._served[request.id] = await self._slot_of(request.id)
+                self._served[request.id] = slot
                 log.info("fusefs serves image %s (%s)", request.id, request.reference)
         return dataclasses.replace(request, slot=self._served[request.id])
 

@@ -1,8 +1,9 @@
 """containerd's snapshots v1 gRPC service: protobuf in, snapshotter calls, protobuf out.
 
 Rules:
-- Rule 1 (errors): error categories become status codes in lazyfly.rpc.status and nowhere else;
-  an unexpected exception is logged and answered UNKNOWN; every message names the key.
+- Rule 1 (errors): error categories become status codes through lazyfly.rpc.binding.rpc_errors;
+  an unexpected exception is logged and answered UNKNOWN; every message names the key. Every
+  answer is counted by method and code.
 - Rule 2 (lazy layers first): a Prepare whose labels name a lazyfly layer is committed by
   RemoteLayers and answered ALREADY_EXISTS; any other Prepare is an ordinary one.
 - Rule 3 (served before mounted): before mounts over a lazyfly image are returned (Prepare, View,
@@ -11,21 +12,20 @@ Rules:
 - Rule 4: blocking work (SQLite, directories) runs in worker threads, never on the event loop.
 """
 
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
 import anyio
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from lazyfly.errors import AlreadyExists, FailedPrecondition, LazyflyError
+from lazyfly.rpc.binding import rpc_errors
 from lazyfly.rpc.status import status_code
 from lazyfly.snapshotter.metrics import SnapshotterMetrics
 from lazyfly.snapshotter.model import Info, Kind, Mount
 from lazyfly.snapshotter.proto import snapshots_pb2 as pb
-from lazyfly.snapshotter.proto import snapshots_pb2_grpc as pb_grpc
 from lazyfly.snapshotter.remote_layers import RemoteLayers
 from lazyfly.snapshotter.snapshotter import MountPlan, Snapshotter
 
@@ -34,29 +34,14 @@ LIST_BATCH = 100
 R = TypeVar("R")
 
 
-def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    @functools.wraps(method)
-    async def wrapper(self: "SnapshotsService", request: Any, context: grpc.aio.ServicerContext) -> R:
-        calls = self.metrics.calls
-        try:
-            answer = await method(self, request)
-        except LazyflyError as exc:
-            log.info("%s: %s: %s", method.__name__, type(exc).__name__, exc)
-            calls.labels(method.__name__, status_code(exc).name).inc()
-            await context.abort(status_code(exc), str(exc))
-        except Exception as exc:
-            log.exception("%s failed", method.__name__)
-            calls.labels(method.__name__, grpc.StatusCode.UNKNOWN.name).inc()
-            await context.abort(grpc.StatusCode.UNKNOWN, f"{method.__name__}: {type(exc).__name__}: {exc}")
-        else:
-            calls.labels(method.__name__, grpc.StatusCode.OK.name).inc()
-            return answer
-        raise AssertionError("unreachable: abort raises")
-
-    return wrapper
+def _count_call(service: "SnapshotsService", method: str, code: grpc.StatusCode) -> None:
+    service.metrics.calls.labels(method, code.name).inc()
 
 
-class SnapshotsService(pb_grpc.SnapshotsServicer):
+_rpc = rpc_errors(_count_call)
+
+
+class SnapshotsService:
     """The Snapshots service over one Snapshotter and its lazy layers."""
 
     def __init__(self, snapshotter: Snapshotter, remote: RemoteLayers, metrics: SnapshotterMetrics) -> None:

@@ -178,8 +178,8 @@ class Snapshotter:
                     (building / "work").mkdir(mode=0o711)
                 with self.store.transaction(True) as tx:
                     snapshot = ms.create_snapshot(tx, kind, key, parent, labels, self.clock())
-                    plan = self._plan(snapshot)
                     lowerdirs = self._lowerdirs(snapshot.ancestors)
+                    plan = self._plan(snapshot, lowerdirs)
                     if kind is Kind.ACTIVE and lowerdirs:
                         owner = os.stat(lowerdirs[0])
                         os.lchown(building / "fs", owner.st_uid, owner.st_gid)
@@ -189,8 +189,9 @@ class Snapshotter:
                 raise
         return plan
 
-    def _plan(self, snapshot: ms.Snapshot) -> MountPlan:
-        lowerdirs = self._lowerdirs(snapshot.ancestors)
+    def _plan(self, snapshot: ms.Snapshot, lowerdirs: list[Path] | None = None) -> MountPlan:
+        if lowerdirs is None:
+            lowerdirs = self._lowerdirs(snapshot.ancestors)
         mounts = snapshot_mounts(
             snapshot.kind, self._fs(snapshot.id), self.snapshots_dir / str(snapshot.id) / "work", lowerdirs
         )

@@ -5,10 +5,10 @@ import subprocess
 import time
 
 import pytest
-from fixtures.snapshotter import SnapshotsClient, processes_with_argument
+from fixtures.snapshotter import SnapshotsClient
 from integration.cli import LAZYFLY
 
-from lazyfly.local_containerd import detach_mounts_under
+from lazyfly.local_containerd import detach_mounts_under, processes_with_argument
 
 pytestmark = pytest.mark.integration
 START_TIMEOUT = 60.0
