@@ -16,6 +16,7 @@ from lazyfly import __version__
 from lazyfly.builder import cli as builder_cli
 from lazyfly.errors import InvalidArgument, LazyflyError
 from lazyfly.fusefs import cli as fusefs_cli
+from lazyfly.p2p import cli as p2p_cli
 from lazyfly.scheduler import cli as scheduler_cli
 from lazyfly.snapshotter import cli as snapshotter_cli
 
@@ -72,6 +73,7 @@ for command in [
     *fusefs_cli.COMMANDS,
     *snapshotter_cli.COMMANDS,
     *scheduler_cli.COMMANDS,
+    *p2p_cli.COMMANDS,
 ]:
     group.add_command(command)
 group.add_command(up)

@@ -6,21 +6,28 @@ Rules:
   assignment can make a cycle.
 - Rule 3: candidate parents of a peer: peers of the same task that are running or succeeded, never
   the peer itself or a peer on its own host, never a blocklisted or failed parent, never a host
-  with sharing disabled, never one that would close a cycle; SAMPLE_SIZE of them (peers holding the
-  most pieces first) are scored by evaluator.score and the best CANDIDATE_COUNT answered.
-- Rule 4: `collect_garbage` drops peers idle for longer than a TTL, tasks without peers and hosts
+  with sharing disabled, never one that would close a cycle, never a bad parent (evaluator.is_bad_parent
+  on the costs of the pieces it served to any child, or to this child); SAMPLE_SIZE of them (peers
+  holding the most pieces first) are scored by evaluator.score and the best CANDIDATE_COUNT answered.
+- Rule 4: a task is seeded at most once: `seed_status` leaves NOT_TRIGGERED once, and only the seed
+  trigger or the seed peer's own report settles it.
+- Rule 5: `collect_garbage` drops peers idle for longer than a TTL, tasks without peers and hosts
   not announced within theirs.
 """
 
+import enum
+from collections import deque
 from dataclasses import dataclass, field
 
 from lazyfly.errors import FailedPrecondition, NotFound
 from lazyfly.scheduler.dag import PeerDag
-from lazyfly.scheduler.evaluator import HostView, score
+from lazyfly.scheduler.evaluator import HostView, is_bad_parent, score
 from lazyfly.scheduler.peer_state import PeerState, check_transition
 
 SAMPLE_SIZE = 15
 CANDIDATE_COUNT = 3
+UPLOAD_COST_WINDOW = 200  # the last piece costs kept per parent for bad-parent detection
+SERVING_STATES = frozenset({PeerState.RUNNING, PeerState.BACK_TO_SOURCE, PeerState.SUCCEEDED})
 
 
 @dataclass
@@ -48,12 +55,22 @@ class Peer:
     finished_pieces: set[int] = field(default_factory=set)
     blocked_parents: set[str] = field(default_factory=set)
     piece_costs: dict[str, list[float]] = field(default_factory=dict)  # parent id -> costs
+    upload_costs: deque[float] = field(default_factory=lambda: deque(maxlen=UPLOAD_COST_WINDOW))
     updated_at: float = 0.0
 
     def move(self, target: PeerState, now: float) -> None:
         """Change state as the transition table allows."""
         self.state = check_transition(self.id, self.state, target)
         self.updated_at = now
+
+
+class SeedStatus(enum.Enum):
+    """Whether a seed peer was asked to download a task (Rule 4)."""
+
+    NOT_TRIGGERED = "NotTriggered"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
 
 
 @dataclass
@@ -64,8 +81,15 @@ class Task:
     url: str = ""
     content_length: int | None = None
     piece_length: int | None = None
+    piece_count: int | None = None
     dag: PeerDag = field(default_factory=PeerDag)
     back_to_source_peers: set[str] = field(default_factory=set)
+    seed_status: SeedStatus = SeedStatus.NOT_TRIGGERED
+
+    def settle_seed(self, succeeded: bool) -> None:
+        """Record how the seed download ended, if it is still running (Rule 4)."""
+        if self.seed_status is SeedStatus.RUNNING:
+            self.seed_status = SeedStatus.SUCCEEDED if succeeded else SeedStatus.FAILED
 
 
 class ClusterState:
@@ -122,8 +146,15 @@ class ClusterState:
         task = self.tasks.get(task_id)
         if task is None:
             return []
-        serving = (PeerState.RUNNING, PeerState.BACK_TO_SOURCE, PeerState.SUCCEEDED)
-        return [self.peers[p] for p in task.dag.peers() if self.peers[p].state in serving]
+        return [self.peers[p] for p in task.dag.peers() if self.peers[p].state in SERVING_STATES]
+
+    def seed_peers(self, task_id: str) -> list[Peer]:
+        """The peers of a task that run on seed hosts."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return []
+        peers = [self.peers[p] for p in task.dag.peers()]
+        return [p for p in peers if p.host_id in self.hosts and self.hosts[p.host_id].view.is_seed]
 
     def candidate_parents(self, peer_id: str) -> list[Peer]:
         """The best parents for a peer (Rule 3)."""
@@ -140,6 +171,8 @@ class ClusterState:
                 or other.id in peer.blocked_parents
                 or host.disable_shared
                 or not task.dag.can_add_edge(other.id, peer.id)
+                or is_bad_parent(other.upload_costs)
+                or is_bad_parent(peer.piece_costs.get(other.id, ()))
             ):
                 continue
             eligible.append(other)
@@ -157,7 +190,7 @@ class ClusterState:
             dag.add_edge(parent.id, peer_id)
 
     def collect_garbage(self, now: float, peer_ttl: float, host_ttl: float) -> None:
-        """Drop idle peers, empty tasks and silent hosts (Rule 4)."""
+        """Drop idle peers, empty tasks and silent hosts (Rule 5)."""
         for peer in [p for p in self.peers.values() if now - p.updated_at > peer_ttl]:
             self.delete_peer(peer.id)
         for host in [h for h in self.hosts.values() if now - h.announced_at > host_ttl]:

@@ -1,7 +1,8 @@
 """The scheduler daemon: wiring and one root task group (STYLE 6); grpc.aio on asyncio.
 
 Peers, tasks and hosts live in memory (the embedded default); idle ones are collected every
-GC_INTERVAL seconds.
+GC_INTERVAL seconds. Seed downloads run in the root task group (the SeedTrigger spawns into it); the
+gRPC server is stopped before the group is cancelled, so no stream spawns into a closed group.
 """
 
 import logging
@@ -14,6 +15,7 @@ import grpc
 from dragonfly_api import scheduler_pb2_grpc
 
 from lazyfly.scheduler.cluster_state import ClusterState
+from lazyfly.scheduler.seed_trigger import SeedTrigger
 from lazyfly.scheduler.service import SchedulerService
 
 log = logging.getLogger(__name__)
@@ -29,12 +31,13 @@ async def serve_scheduler(
     """Serve scheduler.v2 on `listen` (HOST:PORT) until SIGTERM or SIGINT."""
     state = ClusterState()
     server = grpc.aio.server()
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(state), server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"scheduler: cannot listen on {listen}")
-    try:
-        async with anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
+        service = SchedulerService(state, SeedTrigger(tg.start_soon))
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server)
+        try:
             await server.start()
             tg.start_soon(_collect_garbage, state)
             log.info("scheduler on %s", listen)
@@ -43,10 +46,10 @@ async def serve_scheduler(
                 async for signum in signals:
                     log.info("signal %s: stopping", signal.Signals(signum).name)
                     break
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.stop(STOP_GRACE)
             tg.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await server.stop(STOP_GRACE)
 
 
 async def _collect_garbage(state: ClusterState) -> None:

@@ -2,7 +2,8 @@
 
 PENDING → (registered) RECEIVED_EMPTY | RECEIVED_NORMAL | RECEIVED_BACK_TO_SOURCE → RUNNING or
 BACK_TO_SOURCE → SUCCEEDED | FAILED; any state → LEAVE when the peer goes away. A failed or
-succeeded peer may be registered again (a new download of the same task).
+succeeded peer may be registered again (a new download of the same task). A peer told its task is
+empty may still say it started (RECEIVED_EMPTY → RUNNING), as Dragonfly's peers do.
 """
 
 import enum
@@ -33,7 +34,7 @@ TRANSITIONS: dict[PeerState, frozenset[PeerState]] = {
     _S.PENDING: frozenset(
         {_S.RECEIVED_EMPTY, _S.RECEIVED_NORMAL, _S.RECEIVED_BACK_TO_SOURCE, _S.FAILED, _S.LEAVE}
     ),
-    _S.RECEIVED_EMPTY: frozenset({_S.SUCCEEDED, _S.FAILED, _S.LEAVE}),
+    _S.RECEIVED_EMPTY: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.LEAVE}),
     _S.RECEIVED_NORMAL: frozenset({_S.RUNNING, _S.BACK_TO_SOURCE, _S.FAILED, _S.LEAVE}),
     _S.RECEIVED_BACK_TO_SOURCE: frozenset({_S.BACK_TO_SOURCE, _S.FAILED, _S.LEAVE}),
     _S.RUNNING: frozenset({_S.RUNNING, _S.BACK_TO_SOURCE, _S.SUCCEEDED, _S.FAILED, _S.LEAVE}),

@@ -1,29 +1,51 @@
 """scheduler.v2 over gRPC (the dragonfly-api stubs): protobuf in, ClusterState calls, protobuf out.
 
-Served today: AnnounceHost, ListHosts, DeleteHost, StatPeer, StatTask, DeletePeer, DeleteTask.
-The AnnouncePeer conversation and the cache/persistent variants answer UNIMPLEMENTED (the stubs'
-default) until the peer daemon that speaks them exists.
+Served today: AnnounceHost, ListHosts, DeleteHost, StatPeer, StatTask, DeletePeer, DeleteTask and
+AnnouncePeer; the cache/persistent variants answer UNIMPLEMENTED (the stubs' default).
 
-Rule: error categories become status codes through lazyfly.rpc.binding.rpc_errors; messages name
-the host, task or peer.
+Rules:
+- Rule 1: error categories become status codes through lazyfly.rpc.binding.rpc_errors (unary calls)
+  or lazyfly.rpc.status (the AnnouncePeer stream, which the decorator cannot wrap); messages name
+  the host, task or peer.
+- Rule 2: AnnouncePeer is an adapter: it reads a request, lets announce_peer.PeerConversation
+  decide, writes the answer; it owns only the waits (the next request within
+  DEFAULT_PEER_IDLE_TIMEOUT, each write within DEFAULT_WRITE_TIMEOUT, SCHEDULE_INTERVAL between
+  scheduling attempts) and hands seed downloads to the SeedTrigger. However the stream ends, the
+  conversation is closed, so its peer never stays RUNNING.
 """
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+import anyio
+import grpc
 from dragonfly_api import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from google.protobuf import empty_pb2
 
-from lazyfly.errors import NotFound
+from lazyfly.errors import LazyflyError, NotFound, Unavailable
 from lazyfly.rpc.binding import rpc_errors
+from lazyfly.rpc.status import status_code
+from lazyfly.scheduler.announce_peer import (
+    SCHEDULE_INTERVAL,
+    Answer,
+    BackToSource,
+    EmptyTask,
+    PeerConversation,
+    Schedule,
+    ScheduleLater,
+    TriggerSeed,
+)
 from lazyfly.scheduler.cluster_state import ClusterState, Host
 from lazyfly.scheduler.evaluator import HostView
+from lazyfly.scheduler.seed_trigger import SeedTrigger
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 SEED_HOST_TYPES = {1, 2, 3}  # super, strong and weak seed peers; 0 is a normal peer
+DEFAULT_PEER_IDLE_TIMEOUT = 600.0  # seconds a peer may stay silent on its AnnouncePeer stream
+DEFAULT_WRITE_TIMEOUT = 30.0  # seconds for one answer to be taken by the peer
 
 
 _rpc = rpc_errors()
@@ -62,12 +84,85 @@ def host_to_proto(host: Host) -> common_pb2.Host:
     )
 
 
+def response_of(answer: Answer, state: ClusterState) -> scheduler_pb2.AnnouncePeerResponse:
+    """The AnnouncePeerResponse of a conversation's answer; parents carry their host's addresses."""
+    if isinstance(answer, EmptyTask):
+        return scheduler_pb2.AnnouncePeerResponse(empty_task_response=scheduler_pb2.EmptyTaskResponse())
+    if isinstance(answer, BackToSource):
+        told = scheduler_pb2.NeedBackToSourceResponse(description=answer.description)
+        return scheduler_pb2.AnnouncePeerResponse(need_back_to_source_response=told)
+    parents = [
+        common_pb2.Peer(id=p.id, state=p.state.value, host=host_to_proto(state.hosts[p.host_id]))
+        for p in answer.parents
+    ]
+    normal = scheduler_pb2.NormalTaskResponse(candidate_parents=parents)
+    return scheduler_pb2.AnnouncePeerResponse(normal_task_response=normal)
+
+
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     """The parts of scheduler.v2 served from a ClusterState."""
 
-    def __init__(self, state: ClusterState, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, state: ClusterState, seeds: SeedTrigger, clock: Callable[[], float] = time.time
+    ) -> None:
         self.state = state
+        self.seeds = seeds
         self.clock = clock
+
+    async def AnnouncePeer(
+        self,
+        request_iterator: AsyncIterator[scheduler_pb2.AnnouncePeerRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """One peer's conversation (Rule 2); an error ends the stream with its status (Rule 1)."""
+        conversation = PeerConversation(self.state)
+        try:
+            await self._converse(conversation, context)
+        except LazyflyError as exc:
+            log.info("AnnouncePeer %s: %s: %s", conversation.peer_id, type(exc).__name__, exc)
+            await context.abort(status_code(exc), str(exc))
+        except Exception as exc:
+            log.exception("AnnouncePeer %s failed", conversation.peer_id)
+            await context.abort(grpc.StatusCode.UNKNOWN, f"AnnouncePeer: {type(exc).__name__}: {exc}")
+        finally:
+            conversation.close(self.clock())
+
+    async def _converse(self, conversation: PeerConversation, context: grpc.aio.ServicerContext) -> None:
+        while True:
+            request = None
+            with anyio.move_on_after(DEFAULT_PEER_IDLE_TIMEOUT):
+                request = await context.read()
+            if request is None:
+                raise Unavailable(
+                    f"peer {conversation.peer_id}: silent for {DEFAULT_PEER_IDLE_TIMEOUT:.0f} s"
+                )
+            if request is grpc.aio.EOF:
+                return
+            outcome = conversation.receive(request, self.clock())
+            if isinstance(outcome, Schedule):
+                outcome = await self._schedule(conversation)
+            if outcome is None:
+                continue
+            written = False
+            with anyio.move_on_after(DEFAULT_WRITE_TIMEOUT):
+                await context.write(response_of(outcome, self.state))
+                written = True
+            if not written:
+                raise Unavailable(
+                    f"peer {conversation.peer_id}: took no answer for {DEFAULT_WRITE_TIMEOUT:.0f} s"
+                )
+
+    async def _schedule(self, conversation: PeerConversation) -> Answer:
+        attempt = 1
+        while True:
+            decision = conversation.schedule(attempt, self.clock())
+            if isinstance(decision, TriggerSeed):
+                self.seeds.trigger_nowait(decision.task, decision.host, decision.download)
+            elif not isinstance(decision, ScheduleLater):
+                log.info("peer %s: %s", conversation.peer_id, type(decision).__name__)
+                return decision
+            await anyio.sleep(SCHEDULE_INTERVAL)
+            attempt += 1
 
     @_rpc
     async def AnnounceHost(self, request: scheduler_pb2.AnnounceHostRequest) -> empty_pb2.Empty:

@@ -8,13 +8,14 @@ first call), and the stub and the handler can never disagree with the messages i
 Rules:
 - Rule 1: only unary-unary and unary-stream methods (all that snapshots v1 has); a client-streaming
   method is refused when the binding is made.
-- Rule 2: `rpc_errors` is the one place a servicer's error categories become status codes
+- Rule 2: `rpc_errors` (unary methods) and `rpc_stream_errors` (server-streaming methods written as
+  async generators) are the one place a servicer's error categories become status codes
   (lazyfly.rpc.status); anything else is logged and answered UNKNOWN.
 """
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -97,6 +98,29 @@ def rpc_errors(
                 _observe(observe, self, name, grpc.StatusCode.OK)
                 return answer
             raise AssertionError("unreachable: abort raises")
+
+        return wrapper
+
+    return decorate
+
+
+def rpc_stream_errors() -> Callable[[Callable[..., AsyncIterator[R]]], Callable[..., AsyncIterator[R]]]:
+    """Decorate an async generator servicer method `(self, request)`: errors become status codes (Rule 2)."""
+
+    def decorate(method: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIterator[R]]:
+        name = method.__name__
+
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
+            try:
+                async for message in method(self, request):
+                    yield message
+            except LazyflyError as exc:
+                log.info("%s: %s: %s", name, type(exc).__name__, exc)
+                await context.abort(status_code(exc), str(exc))
+            except Exception as exc:
+                log.exception("%s failed", name)
+                await context.abort(grpc.StatusCode.UNKNOWN, f"{name}: {type(exc).__name__}: {exc}")
 
         return wrapper
 

@@ -80,11 +80,21 @@ class PieceStore:
         missing = [n for n in range(piece_count(task.content_length, task.piece_length)) if n not in have]
         if missing:
             raise NotFound(f"task {task_id}: pieces {missing[:10]} are missing")
+        if task.content_length == 0:
+            self.content.write(task_id, 0, b"", 0)
         self.content.sync(task_id)
         task.finished, task.updated_at = True, time.time()
         with self.meta.transaction() as tx:
             tx.put_task(task)
         return task
+
+    def touch(self, task_id: str) -> None:
+        """Note that a task was used now (the disk GC evicts the least recently used first)."""
+        task = self.meta.task(task_id)
+        if task is not None:
+            task.updated_at = time.time()
+            with self.meta.transaction() as tx:
+                tx.put_task(task)
 
     def delete(self, task_id: str) -> int:
         """Forget a task and delete its content; return the bytes freed."""

@@ -70,6 +70,8 @@ async def _receive_piece(stream: anyio.abc.SocketStream, where: str) -> tuple[Pi
             try:
                 decoder.feed(await stream.receive(RECEIVE_SIZE))
             except anyio.EndOfStream:
+                if decoder.at_frame_boundary:
+                    raise Unavailable(f"{where}: closed the connection without answering") from None
                 decoder.feed(b"")
             continue
         if isinstance(event, Error):

@@ -12,17 +12,21 @@ Rules:
 - Rule 2: a piece the store does not hold is answered with Error NOT_FOUND, never a guess.
 - Rule 3: one connection's failure never ends the server; every connection is a task of the
   server's task group, cancelled with it.
+- Rule 4: a piece goes out only after `bandwidth` (the peer's upload limit) gave its length in
+  tokens; `on_sent` hears of every byte count sent.
 """
 
 import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
 
 from lazyfly.errors import RemoteProtocolError
+from lazyfly.p2p.rate_limiter import RateLimiter
 from lazyfly.p2p.storage.piece_store import PieceStore
 from lazyfly.p2p.vortex.codec import NEED_DATA, FrameDecoder, encode_error, encode_piece_content
 from lazyfly.p2p.vortex.messages import (
@@ -48,9 +52,12 @@ async def serve_vortex(
     port: int,
     peer_id: str,
     *,
+    bandwidth: RateLimiter | None = None,
+    on_sent: Callable[[int], None] | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve pieces of `store` on host:port until cancelled; report the bound port when listening."""
+    uploads = _Uploads(peer_id, bandwidth or RateLimiter(None), on_sent or (lambda sent: None))
     listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
     listener.setblocking(False)
     with listener:
@@ -65,10 +72,15 @@ async def serve_vortex(
                 except BlockingIOError:
                     continue
                 connection.setblocking(False)
-                tg.start_soon(_serve_connection, connection, store, peer_id)
+                tg.start_soon(_serve_connection, connection, store, uploads)
 
 
-async def _serve_connection(connection: socket.socket, store: PieceStore, peer_id: str) -> None:
+class _Uploads:
+    def __init__(self, peer_id: str, bandwidth: RateLimiter, on_sent: Callable[[int], None]) -> None:
+        self.peer_id, self.bandwidth, self.on_sent = peer_id, bandwidth, on_sent
+
+
+async def _serve_connection(connection: socket.socket, store: PieceStore, uploads: _Uploads) -> None:
     decoder = FrameDecoder()
     with connection:
         try:
@@ -78,7 +90,7 @@ async def _serve_connection(connection: socket.socket, store: PieceStore, peer_i
                     return
                 if not isinstance(frame, DownloadPiece):
                     raise RemoteProtocolError(f"vortex: a peer sent {type(frame).__name__} to the server")
-                await _send_piece(connection, store, peer_id, frame)
+                await _send_piece(connection, store, uploads, frame)
         except RemoteProtocolError as exc:
             log.info("vortex: closing a connection: %s", exc)
             with anyio.move_on_after(1):
@@ -101,7 +113,9 @@ async def _next_frame(connection: socket.socket, decoder: FrameDecoder) -> objec
         return event
 
 
-async def _send_piece(connection: socket.socket, store: PieceStore, peer_id: str, ask: DownloadPiece) -> None:
+async def _send_piece(
+    connection: socket.socket, store: PieceStore, uploads: _Uploads, ask: DownloadPiece
+) -> None:
     records = await anyio.to_thread.run_sync(store.meta.pieces_of, ask.task_id)
     record = next((r for r in records if r.number == ask.number), None)
     if record is None:
@@ -109,8 +123,16 @@ async def _send_piece(connection: socket.socket, store: PieceStore, peer_id: str
         await _send_all(connection, encode_error(0, Error(ErrorCode.NOT_FOUND, message)))
         return
     metadata = PieceMetadata(
-        record.number, record.offset, record.length, record.digest, peer_id, TrafficType.REMOTE_PEER, 0, 0
+        record.number,
+        record.offset,
+        record.length,
+        record.digest,
+        uploads.peer_id,
+        TrafficType.REMOTE_PEER,
+        0,
+        0,
     )
+    await uploads.bandwidth.acquire(record.length)
     with anyio.fail_after(DEFAULT_SEND_TIMEOUT):
         await _send_all(connection, encode_piece_content(secrets.randbelow(256), PieceContent(metadata)))
         content = os.open(store.content.path(ask.task_id), os.O_RDONLY)
@@ -125,6 +147,7 @@ async def _send_piece(connection: socket.socket, store: PieceStore, peer_id: str
                 if sent == 0:
                     raise OSError(f"task {ask.task_id}: content file ends inside piece {ask.number}")
                 offset, left = offset + sent, left - sent
+                uploads.on_sent(sent)
         finally:
             os.close(content)
 

@@ -23,6 +23,7 @@ CODECS = [
     "p2p/vortex/codec.py",
     "p2p/vortex/messages.py",
     "p2p/proxy/headers.py",
+    "p2p/storage/eviction.py",
     "scheduler/dag.py",
     "scheduler/evaluator.py",
     "scheduler/peer_state.py",

@@ -1,0 +1,1 @@
+"""The peer's gRPC services: DfdaemonUpload for other peers and the scheduler, DfdaemonDownload locally."""
