@@ -38,7 +38,8 @@ def group(verbose: bool) -> None:
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML file of node settings: state_dir, run_dir, plain_http, peer_proxy, prefetch.",
+    help="YAML file of node settings: state_dir, run_dir, plain_http, peer_proxy, prefetch, p2p, ip, "
+    "hostname, scheduler, run_scheduler, peer_ports, seed_ports.",
 )
 @click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Default /var/lib/lazyfly."
@@ -48,7 +49,8 @@ def group(verbose: bool) -> None:
 def up(
     config_path: Path | None, state_dir: Path | None, run_dir: Path | None, plain_http: tuple[str, ...]
 ) -> None:
-    """Run a whole lazyfly node (snapshotter and fusefs daemon) on embedded defaults, in the foreground."""
+    """Run a whole lazyfly node on embedded defaults, in the foreground: scheduler, seed peer, peer,
+    snapshotter and fusefs daemon."""
     import dataclasses
 
     import anyio

@@ -19,12 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from lazyfly.local_containerd import LocalContainerd, detach_mounts_under, local_containerd
-from lazyfly.local_registry import LocalRegistry, local_registry
+from lazyfly.local_registry import LocalRegistry, free_port, local_registry
 
 LAZYFLY = str(Path(sys.executable).with_name("lazyfly"))
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static: runs in an image without a libc
 NODE_START_TIMEOUT = 60.0
+PREFETCH_GRACE = 2.0  # seconds for the peer's background download of the blobs before it is counted
 
 
 def make_sample_tree(root: Path, seed: int = 1) -> None:
@@ -82,8 +85,22 @@ def _mount_and_read(ref: str, work: Path) -> None:
 def _run_container(ref: str, registry: LocalRegistry, work: Path) -> None:
     """Start a node and a containerd that uses it, pull the image lazily and run a container."""
     node_log = work / "node.log"
-    argv = [LAZYFLY, "up", "--state-dir", str(work / "node"), "--run-dir", str(work / "run")]
-    print(f"$ lazyfly up --state-dir {work / 'node'} --run-dir {work / 'run'} --plain-http {registry.host}")
+    config = work / "node.yaml"
+    ports = {"scheduler": f"127.0.0.1:{free_port()}", "peer_ports": [free_port() for _ in range(4)],
+             "seed_ports": [free_port() for _ in range(4)]}  # fmt: skip
+    config.write_text(yaml.safe_dump(ports))
+    argv = [
+        LAZYFLY,
+        "up",
+        "--config",
+        str(config),
+        "--state-dir",
+        str(work / "node"),
+        "--run-dir",
+        str(work / "run"),
+    ]
+    print(f"$ lazyfly up --config {config} --state-dir {work / 'node'} --run-dir {work / 'run'} "
+          f"--plain-http {registry.host}    # scheduler, seed peer, peer, snapshotter, fusefs")  # fmt: skip
     with open(node_log, "wb") as log:
         node = subprocess.Popen([*argv, "--plain-http", registry.host], stdout=log, stderr=subprocess.STDOUT)
     socket = work / "run" / "snapshotter.sock"
@@ -91,7 +108,7 @@ def _run_container(ref: str, registry: LocalRegistry, work: Path) -> None:
         _wait_for(socket, node, node_log)
         with local_containerd(work / "containerd", proxy_snapshotters={"lazyfly": socket}) as containerd:
             print(f"containerd on {containerd.address} with the proxy snapshotter lazyfly")
-            _pull_and_run(containerd, ref, work)
+            _pull_and_run(containerd, ref, work, ports["peer_ports"][2], ports["seed_ports"][2])
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(30)
@@ -107,7 +124,7 @@ def _wait_for(socket: Path, node: subprocess.Popen[bytes], log: Path) -> None:
         time.sleep(0.1)
 
 
-def _pull_and_run(containerd: LocalContainerd, ref: str, work: Path) -> None:
+def _pull_and_run(containerd: LocalContainerd, ref: str, work: Path, *metrics_ports: int) -> None:
     started = time.monotonic()
     print(f"$ ctr-remote image rpull --plain-http --snapshotter lazyfly {ref}")
     containerd.ctr_remote("image", "rpull", "--plain-http", "--snapshotter", "lazyfly", ref)
@@ -125,6 +142,20 @@ def _pull_and_run(containerd: LocalContainerd, ref: str, work: Path) -> None:
         f"container started from the lazy image: pull {pulled - started:.2f} s, run {ran - pulled:.2f} s; "
         f"fetched {fetched} of {image} image bytes ({100 * fetched / image:.2f} %)"
     )
+    time.sleep(PREFETCH_GRACE)
+    from_registry = sum(_registry_bytes(port) for port in metrics_ports)
+    print(
+        f"the node's peers fetched {from_registry} bytes from the registry: the ranges read, then the rest "
+        "of each blob in the background (X-Dragonfly-Prefetch), for the next container and other nodes"
+    )
+
+
+def _registry_bytes(metrics_port: int) -> int:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    wanted = 'lazyfly_peer_piece_bytes_total{traffic_type="back_to_source"} '
+    return sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith(wanted))
 
 
 def _bytes_fetched(api_socket: Path) -> int:

@@ -1,8 +1,10 @@
 """`lazyfly up`: the all-in-one node, its daemons run and supervised as processes.
 
-Today the node is the snapshotter, which runs and supervises the fusefs daemon itself; the peer,
-seed peer and scheduler join this table when they exist. Every path derives from two directories
-(state and run), so one flag moves a whole node.
+The node is the scheduler, a seed peer, a peer and the snapshotter (which runs and supervises the
+fusefs daemon itself, fetching blobs through the peer's proxy). Every path derives from two
+directories (state and run), so one flag moves a whole node; `p2p: false` leaves the P2P daemons
+out and the snapshotter reads registries directly. On one machine the two peers listen on
+loopback; a cluster sets `ip` and points `scheduler` at a shared scheduler.
 
 Rules:
 - Rule 1: each daemon is a child process (`python -m lazyfly ...`) owned by one task of the root task
@@ -15,6 +17,7 @@ Rules:
 
 import logging
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -40,8 +43,24 @@ class NodeSettings:
     state_dir: Path = DEFAULT_STATE_DIR
     run_dir: Path = DEFAULT_RUN_DIR
     plain_http: list[str] = field(default_factory=list)
-    peer_proxy: str | None = None
+    peer_proxy: str | None = None  # default: this node's peer, when p2p is on
     prefetch: str = "table"
+    p2p: bool = True
+    ip: str = "127.0.0.1"
+    hostname: str = field(default_factory=socket.gethostname)
+    scheduler: str = "127.0.0.1:8002"
+    run_scheduler: bool = True  # false: `scheduler` is someone else's
+    peer_ports: list[int] = field(
+        default_factory=lambda: [4000, 4001, 4002, 4005]
+    )  # upload proxy metrics vortex
+    seed_ports: list[int] = field(default_factory=lambda: [4010, 4011, 4012, 4015])
+
+    @property
+    def proxy_url(self) -> str | None:
+        """The proxy the fusefs daemon fetches blobs through."""
+        if self.peer_proxy or not self.p2p:
+            return self.peer_proxy
+        return f"http://127.0.0.1:{self.peer_ports[1]}"
 
     @property
     def snapshotter_socket(self) -> Path:
@@ -62,8 +81,29 @@ class ChildSpec:
     args: list[str]
 
 
+def _peer(settings: NodeSettings, name: str, ports: list[int], seed: bool) -> ChildSpec:
+    upload, proxy, metrics, vortex = ports
+    args = [
+        "peer",
+        "--data-dir", str(settings.state_dir / name),
+        "--download-socket", str(settings.run_dir / f"{name}.sock"),
+        "--ip", settings.ip,
+        "--hostname", f"{settings.hostname}-seed" if seed else settings.hostname,
+        "--scheduler", settings.scheduler,
+        "--upload-port", str(upload), "--proxy-port", str(proxy),
+        "--metrics-port", str(metrics), "--vortex-port", str(vortex),
+    ]  # fmt: skip
+    return ChildSpec(name, [*args, "--seed"] if seed else args)
+
+
 def node_children(settings: NodeSettings) -> list[ChildSpec]:
     """The daemons of a node, in start order."""
+    children = []
+    if settings.p2p:
+        if settings.run_scheduler:
+            children.append(ChildSpec("scheduler", ["scheduler", "--listen", settings.scheduler]))
+        children.append(_peer(settings, "seed-peer", settings.seed_ports, seed=True))
+        children.append(_peer(settings, "peer", settings.peer_ports, seed=False))
     snapshotter = [
         "snapshotter",
         "--address",
@@ -74,9 +114,10 @@ def node_children(settings: NodeSettings) -> list[ChildSpec]:
         settings.prefetch,
         *(arg for host in settings.plain_http for arg in ("--plain-http", host)),
     ]
-    if settings.peer_proxy:
-        snapshotter += ["--peer-proxy", settings.peer_proxy]
-    return [ChildSpec("snapshotter", snapshotter)]
+    if settings.proxy_url:
+        snapshotter += ["--peer-proxy", settings.proxy_url]
+    children.append(ChildSpec("snapshotter", snapshotter))
+    return children
 
 
 def containerd_snippet(settings: NodeSettings) -> str:

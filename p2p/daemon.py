@@ -102,8 +102,8 @@ async def serve_peer(
             ports["metrics"] = metrics_server.server_port
             if scheduler is not None:
                 host = host_message(settings, identity, ports)
-                await announce_once(scheduler[1], host, settings.announce_interval)
-                tg.start_soon(keep_announcing, scheduler[1], host, settings.announce_interval)
+                announced = await announce_once(scheduler[1], host, settings.announce_interval)
+                tg.start_soon(keep_announcing, scheduler[1], host, settings.announce_interval, announced)
             tg.start_soon(collect_forever, manager, settings.gc, metrics)
             log.info("peer %s ready: %s", identity.host_id, " ".join(f"{k}={v}" for k, v in ports.items()))
             task_status.started(ports)

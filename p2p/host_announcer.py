@@ -3,7 +3,8 @@
 Rules:
 - Rule 1: the first announcement is made before the peer serves downloads (a host must be known
   before its peers register); a scheduler that does not answer within DEFAULT_ANNOUNCE_TIMEOUT is
-  logged and tried again at the next interval, never fatal: downloads then go to the origin.
+  logged and tried again RETRY_DELAY later (a node's scheduler may start after its peers), never
+  fatal: meanwhile downloads go to the origin.
 - Rule 2: a seed peer announces host type 1 (super seed), a normal peer 0.
 """
 
@@ -20,6 +21,7 @@ from lazyfly.p2p.download.conductor import PeerIdentity
 
 log = logging.getLogger(__name__)
 DEFAULT_ANNOUNCE_TIMEOUT = 10.0
+RETRY_DELAY = 1.0
 SUPER_SEED, NORMAL = 1, 0
 
 
@@ -59,9 +61,9 @@ async def announce_once(
 
 
 async def keep_announcing(
-    stub: scheduler_pb2_grpc.SchedulerStub, host: common_pb2.Host, interval: float
+    stub: scheduler_pb2_grpc.SchedulerStub, host: common_pb2.Host, interval: float, announced: bool
 ) -> None:
-    """Announce the host every `interval` seconds until cancelled."""
+    """Announce the host every `interval` seconds (RETRY_DELAY after a failure) until cancelled."""
     while True:
-        await anyio.sleep(interval)
-        await announce_once(stub, host, interval)
+        await anyio.sleep(interval if announced else min(interval, RETRY_DELAY))
+        announced = await announce_once(stub, host, interval)
