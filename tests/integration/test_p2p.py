@@ -12,6 +12,8 @@ from dragonfly_api import dfdaemon_pb2, dfdaemon_pb2_grpc
 from fixtures.origin import Origin
 from fixtures.p2p_cluster import Cluster, kill
 
+from lazyfly.p2p.download.request import DownloadRequest
+
 pytestmark = pytest.mark.integration
 MB = 1 << 20
 GET_TIMEOUT = 300
@@ -166,6 +168,14 @@ def test_finished_tasks_survive_a_restart_and_are_served_from_disk(cluster, tmp_
         _finish([again.get(origin.url, tmp_path / "second")])
         assert origin.sent == sent
         assert (tmp_path / "second").read_bytes() == data
+        task_id = DownloadRequest(origin.url).task_id
+        assert _stat_task(again.socket, task_id).state == "Succeeded"
+        with grpc.insecure_channel(f"unix:{again.socket}") as channel:
+            stub = dfdaemon_pb2_grpc.DfdaemonDownloadStub(channel)
+            stub.DeleteTask(dfdaemon_pb2.DeleteTaskRequest(task_id=task_id), timeout=10)
+        with pytest.raises(grpc.RpcError) as gone:
+            _stat_task(again.socket, task_id)
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_the_disk_gc_evicts_the_least_recently_used_task_over_the_quota(cluster, tmp_path):

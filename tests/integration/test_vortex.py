@@ -81,8 +81,9 @@ def header_for(data: bytes, digest: str | None = None, length: int | None = None
         (header_for(b"good bytes", crc32c_digest(b"other bytes")) + b"good bytes", Corrupt, "crc32c is"),
         (header_for(b"x" * 100, length=100) + b"x" * 40, RemoteProtocolError, "ended inside"),
         (bytes([1, 9, 0, 0, 0, 0]), RemoteProtocolError, "unknown tag"),
+        (b"", Unavailable, "without answering"),
     ],
-    ids=["lying", "hangs-up-mid-piece", "speaks-nonsense"],
+    ids=["lying", "hangs-up-mid-piece", "speaks-nonsense", "hangs-up-before-answering"],
 )
 async def test_a_broken_or_lying_parent_is_an_error_never_data(answer, error, match):
     async with anyio.create_task_group() as tg:
