@@ -146,7 +146,7 @@ class Conductor:
                         f"task {progress.task_id}: no parent, and back-to-source is disabled"
                     )
                 await self._back_to_source(
-                    session, request, progress, wanted, answer.need_back_to_source_response
+                    session, request, progress, wanted, answer.need_back_to_source_response.description
                 )
                 return
             if kind != "normal_task_response":
@@ -200,9 +200,9 @@ class Conductor:
         request: DownloadRequest,
         progress: TaskProgress,
         wanted: set[int],
-        why: object,
+        why: str,
     ) -> None:
-        await session.back_to_source_started(getattr(why, "description", ""))
+        await session.back_to_source_started(why)
         try:
             await self._from_source(request, progress, wanted, session)
         except LazyflyError as exc:
