@@ -67,8 +67,10 @@ def test_up_runs_the_p2p_daemons_and_the_snapshotter_restarts_it_and_stops_on_si
         if node.poll() is None:
             node.kill()
             node.wait()
-        for pid in processes_with_argument(str(state / "snapshotter" / "fusefs.sock")):
-            subprocess.run(["kill", "-9", str(pid)])
+        children = [socket, run / "peer.sock", run / "seed-peer.sock", state / "snapshotter" / "fusefs.sock"]
+        for argument in [scheduler, *map(str, children)]:  # a node killed by the test leaves them
+            for pid in processes_with_argument(argument):
+                subprocess.run(["kill", "-9", str(pid)])
         detach_mounts_under(state)
 
 
