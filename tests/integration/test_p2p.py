@@ -5,18 +5,22 @@ import os
 import time
 from pathlib import Path
 
+import anyio
 import grpc
 import httpx
 import pytest
 from dragonfly_api import dfdaemon_pb2, dfdaemon_pb2_grpc
 from fixtures.origin import Origin
 from fixtures.p2p_cluster import Cluster, kill
+from fixtures.registry import BearerAuthProxy, basic_auth_entry, start_registry, write_docker_config
 
+from lazyfly.oci.registry import RegistryClient
 from lazyfly.p2p.download.request import DownloadRequest
 
 pytestmark = pytest.mark.integration
 MB = 1 << 20
 GET_TIMEOUT = 300
+REPO = "lazyfly/p2p"
 
 
 def _blob(size: int) -> bytes:
@@ -200,3 +204,41 @@ def test_the_disk_gc_evicts_the_least_recently_used_task_over_the_quota(cluster,
     finally:
         for origin in origins:
             origin.stop()
+
+
+def test_registry_blobs_behind_a_bearer_token_come_through_the_proxy(cluster, tmp_path):
+    registry = start_registry(tmp_path / "registry")
+    try:
+        data = _blob(9 * MB)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        push_blob(registry.host, digest, data, tmp_path / "upload")
+        with BearerAuthProxy(registry.host) as auth:
+            config = tmp_path / "docker-config"
+            config.mkdir()
+            write_docker_config(config, auth.host, **basic_auth_entry("alice", "s3cret"))
+            peer = cluster.start_peer("peer", scheduler=None, env={"DOCKER_CONFIG": str(config)})
+            url = f"http://{auth.host}/v2/{REPO}/blobs/{digest}"
+            with httpx.Client(proxy=peer.proxy, trust_env=False, timeout=60) as client:
+                answer = client.get(url, headers={"Range": "bytes=5000000-5000999"})
+                mirrored = httpx.get(
+                    f"{peer.proxy}/v2/{REPO}/blobs/{digest}",
+                    headers={"X-Dragonfly-Registry": f"http://{auth.host}", "Range": "bytes=0-99"},
+                    timeout=60,
+                )
+            assert answer.status_code == 206 and answer.content == data[5000000:5001000]
+            assert mirrored.status_code == 206 and mirrored.content == data[:100]
+            assert auth.token_requests >= 1
+    finally:
+        registry.stop()
+
+
+def push_blob(host: str, digest: str, data: bytes, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "blob"
+    path.write_bytes(data)
+
+    async def push() -> None:
+        async with RegistryClient(host, plain_http=True) as client:
+            await client.push_blob(REPO, digest, len(data), path)
+
+    anyio.run(push)
