@@ -4,8 +4,9 @@ A thin adapter over the grpc.aio bidirectional call: each method sends one reque
 REFERENCE.md §2 (the oneof field it fills is its name), `answer` reads the scheduler's next reply.
 
 Rules:
-- Rule 1 (STYLE 7): every write waits at most DEFAULT_SEND_TIMEOUT and every answer at most
-  DEFAULT_ANSWER_TIMEOUT (the scheduler may wait several seconds for a seed peer before it answers).
+- Rule 1 (STYLE 7): writes go one at a time (a second write while one is pending breaks the call
+  with "Internal error from Core"); every write waits at most DEFAULT_SEND_TIMEOUT and every
+  answer at most DEFAULT_ANSWER_TIMEOUT (the scheduler may wait seconds for a seed peer).
 - Rule 2: any gRPC failure, a closed stream or a timeout is Unavailable naming the scheduler and
   the peer: the conductor then goes on without it (back to the origin).
 - Rule 3: piece reports are best effort: the first that fails marks the session lost (logged once)
@@ -61,6 +62,7 @@ class SchedulerSession:
         self.ids = {"host_id": host_id, "task_id": task_id, "peer_id": peer_id}
         self.call = stub.AnnouncePeer()
         self.lost: Unavailable | None = None
+        self._writing = anyio.Lock()  # gRPC takes one write at a time; piece workers report at once
 
     async def close(self) -> None:
         """End the conversation once the scheduler took every message (Rule 4)."""
@@ -149,7 +151,8 @@ class SchedulerSession:
         message = scheduler_pb2.AnnouncePeerRequest(**self.ids, **request)
         with _as_unavailable(self, f"sending {next(iter(request))}"):
             with anyio.fail_after(DEFAULT_SEND_TIMEOUT):
-                await self.call.write(message)
+                async with self._writing:
+                    await self.call.write(message)
 
 
 @contextlib.contextmanager

@@ -5,12 +5,16 @@ Rules:
   pieces already stored), then one `download_piece_finished_response` per piece as it lands, and
   ends when every piece is stored; a download that fails ends the stream with its error.
 - Rule 2: with an `output_path`, the finished content is checked against `digest` (sha256:HEX)
-  when one is given, then copied (or hard-linked when `force_hard_link`) to a temporary name beside
-  the output and renamed into place: a reader never sees a half-written file. A digest mismatch
+  when one is given, then hard-linked to a temporary name beside the output (copied when the
+  output is on another file system, unless `force_hard_link`) and renamed into place: a reader
+  never sees a half-written file, and a big file costs no second copy (Dragonfly does the same;
+  the stored pieces keep their CRCs, so a user who writes into the output is caught when the
+  piece is read again). A digest mismatch
   deletes the task (its origin sent something else) and is Corrupt.
 - Rule 3: a task in use (a download or a reader) is not deleted: FailedPrecondition.
 """
 
+import errno
 import hashlib
 import os
 import shutil
@@ -123,14 +127,16 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _place(source: Path, output: Path, hard_link: bool) -> None:
+def _place(source: Path, output: Path, hard_link_only: bool) -> None:
     if not output.is_absolute():
         raise InvalidArgument(f"output path {output} is not absolute")
     temporary = output.with_name(f".{output.name}.lazyfly-{os.getpid()}")
     try:
-        if hard_link:
+        try:
             os.link(source, temporary)
-        else:
+        except OSError as exc:
+            if hard_link_only or exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
             shutil.copyfile(source, temporary)
         os.replace(temporary, output)
     except OSError as exc:

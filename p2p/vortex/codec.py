@@ -171,8 +171,12 @@ class FrameDecoder:
         if not self._buffer:
             return self._need(f"{self._piece_left} more piece bytes")
         take = min(self._piece_left, len(self._buffer))
-        data = bytes(self._buffer[:take])
-        del self._buffer[:take]
+        if take == len(self._buffer):
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            data = bytes(memoryview(self._buffer)[:take])
+            del self._buffer[:take]
         self._piece_left -= take
         return PieceData(data)
 

@@ -66,6 +66,7 @@ def test_a_seed_and_four_peers_fetch_one_blob_with_the_origin_serving_it_about_o
             p.metric("lazyfly_peer_piece_bytes_total", 'traffic_type="remote_peer"') for p in peers
         )
         assert from_peers >= 3.9 * len(data)
+        assert cluster.problems() == []  # every scheduler conversation went through to its end
 
 
 def test_a_parent_killed_mid_transfer_does_not_fail_its_child(cluster, tmp_path):
