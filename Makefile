@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/fuse_read.py
 	$(BIN)/python bench/coldstart.py
+	$(BIN)/python bench/p2p.py
 
 # containerd's snapshots v1 messages, from the proto we own (the generated file is committed; the
 # gRPC binding is made from its descriptor by lazyfly.rpc.binding).
