@@ -26,21 +26,25 @@ Rules:
 - Rule 6 (full disk): a CacheFull write serves the verified bytes from memory, unmarked, counts
   `cache_full_events` and logs a warning once per reader.
 - Rule 7 (prefetch): `prefetch` skips ready and in-flight chunks, claims one run at a time (so
-  on-demand readers never queue behind a long prefetch list) and reads with `prefetch=True`. When a
+  on-demand readers never queue behind a long prefetch list; runs are planned with the reader's
+  merge limit or the caller's, e.g. read-ahead's larger one) and reads with `prefetch=True`. When a
   prefetch run fails, its flights are abandoned rather than failed, so waiting on-demand readers
   fetch again with on-demand retries; prefetch stops at the first failure and raises it.
+- Rule 8 (no needless copies): a chunk stored uncompressed is verified, cached and handed to
+  its readers as a memoryview of the backend's answer, never copied; chunk results are therefore
+  read-only buffers (`bytes` or `memoryview`).
 - Holes (file ranges without refs) are the caller's: a BlobReader only knows chunks.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
 
 from lazyfly.backend.base import BlobBackend
-from lazyfly.compression import decompress
+from lazyfly.compression import Compressor, decompress
 from lazyfly.digest import blake3_digest
 from lazyfly.errors import Corrupt, InvalidArgument, Unavailable
 from lazyfly.format.layout import UNCOMPRESSED_ALIGNMENT, BlobInfo, ChunkRef
@@ -52,10 +56,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MERGE_LIMIT = 1 << 20
 DEFAULT_MERGE_GAP = 16 << 10
 
-ChunkFlight = Flight[int, bytes]
+Chunk = bytes | memoryview  # a chunk's verified bytes (Rule 8)
+Keep = Callable[[ChunkRef, Chunk], None]
+ChunkFlight = Flight[int, Chunk]
 # What the worker thread makes of one chunk: its verified bytes and the CacheFull that kept it out
 # of the cache (None when it was stored), or the Corrupt that rejects it.
-_Outcome = tuple[bytes, CacheFull | None] | Corrupt
+_Outcome = tuple[Chunk, CacheFull | None] | Corrupt
 
 
 @dataclass
@@ -65,7 +71,7 @@ class BlobReaderStats:
     cache_hits: int = 0  # chunks served from the cache file
     cache_misses: int = 0  # chunks not ready when first asked for (fetched, or waited for)
     bytes_fetched: int = 0  # bytes returned by the backend, prefetch included
-    prefetch_bytes: int = 0  # the part of bytes_fetched read with prefetch=True
+    prefetch_bytes: int = 0  # the part of bytes_fetched read with prefetch=True (prefetch, read-ahead)
     digest_failures: int = 0  # chunks that failed to inflate or to match their blake3
     backend_errors: int = 0  # backend reads that raised
     cache_full_events: int = 0  # verified chunks that did not fit in the cache
@@ -107,7 +113,7 @@ class BlobReader:
         self.backend = backend
         self.merge_limit = merge_limit
         self.merge_gap = merge_gap
-        self._inflight: InFlight[int, bytes] = InFlight()
+        self._inflight: InFlight[int, Chunk] = InFlight()
         self._counters = BlobReaderStats()
         self._warned_full = False
 
@@ -152,11 +158,11 @@ class BlobReader:
         self._counters.cache_hits += 1
         return True
 
-    async def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
+    async def read_chunks(self, refs: Sequence[ChunkRef]) -> list[Chunk]:
         """Return the verified uncompressed bytes of each ref, in order."""
         for ref in refs:
             self._check(ref)
-        out: list[bytes | None] = [None] * len(refs)
+        out: list[Chunk | None] = [None] * len(refs)
         todo = list(range(len(refs)))
         first_pass = True
         while todo:
@@ -197,12 +203,17 @@ class BlobReader:
                     todo.append(i)  # its owner was cancelled: classify again, maybe claim it
         return out  # type: ignore[return-value]  # every slot is filled once todo is empty
 
-    async def prefetch(self, refs: Sequence[ChunkRef]) -> None:
-        """Fetch and cache the refs not ready or in flight, in background mode (Rule 7)."""
+    async def prefetch(
+        self, refs: Sequence[ChunkRef], *, merge_limit: int | None = None, keep: Keep | None = None
+    ) -> None:
+        """Fetch and cache the refs not ready or in flight, in background mode (Rule 7).
+
+        `keep(ref, chunk)` is handed each chunk this call verified, for callers that hold on to it.
+        """
         for ref in refs:
             self._check(ref)
         wanted = {r.uncompressed_offset: r for r in refs if not self._busy(r)}
-        for run in plan_runs(list(wanted.values()), self.merge_limit, self.merge_gap):
+        for run in plan_runs(list(wanted.values()), merge_limit or self.merge_limit, self.merge_gap):
             claimed: list[tuple[ChunkRef, ChunkFlight]] = []
             for ref in run:
                 if not self._busy(ref):  # an on-demand read may have taken or finished it since
@@ -212,12 +223,16 @@ class BlobReader:
             if not claimed:
                 continue
             try:
-                error = await self._fetch_run(claimed, prefetch=True)
+                error = await self._fetch_run(claimed, prefetch=True, keep=keep)
             finally:
                 for _, flight in claimed:
                     flight.abandon()
             if error is not None:
                 raise error
+
+    def busy(self, ref: ChunkRef) -> bool:
+        """True if `ref` is cached or being fetched (so fetching it again is useless)."""
+        return self._busy(ref)
 
     def _busy(self, ref: ChunkRef) -> bool:
         return ref.uncompressed_offset in self._inflight or self.cache.is_ready(ref.uncompressed_offset)
@@ -257,7 +272,9 @@ class BlobReader:
             for run in runs:
                 nursery.start_soon(self._fetch_run, run, False)
 
-    async def _fetch_run(self, run: list[tuple[ChunkRef, ChunkFlight]], prefetch: bool) -> Exception | None:
+    async def _fetch_run(
+        self, run: list[tuple[ChunkRef, ChunkFlight]], prefetch: bool, keep: Keep | None = None
+    ) -> Exception | None:
         """Read one run with one backend request; settle each flight; return the first error.
 
         Never raises an Exception (errors go to the flights, whose waiters raise them), so one
@@ -291,6 +308,8 @@ class BlobReader:
                 first_error = first_error or outcome
                 continue
             chunk, full = outcome
+            if keep is not None:
+                keep(ref, chunk)
             if full is None:
                 self.cache.mark_ready(ref.uncompressed_offset)  # Rule 5: the write has returned
             else:
@@ -306,8 +325,14 @@ class BlobReader:
         outcomes: list[_Outcome] = []
         for ref, raw in pieces:
             where = f"blob {self.blob.digest}: chunk at uncompressed offset {ref.uncompressed_offset}"
+            chunk: Chunk
             try:
-                chunk = decompress(raw, ref.compressor, ref.uncompressed_size)
+                if ref.compressor is Compressor.NONE:  # Rule 8: the answer's own bytes, no copy
+                    if len(raw) != ref.uncompressed_size:
+                        raise Corrupt(f"stored {len(raw)} bytes, expected {ref.uncompressed_size}")
+                    chunk = raw
+                else:
+                    chunk = decompress(raw, ref.compressor, ref.uncompressed_size)
             except Corrupt as exc:
                 outcomes.append(Corrupt(f"{where}: {exc}"))
                 continue

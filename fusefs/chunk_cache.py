@@ -15,7 +15,8 @@ Rules:
 - A full disk (ENOSPC, EDQUOT) on write raises CacheFull, a category the read path catches to
   serve the bytes from memory; any other OSError propagates.
 - `close` makes the data durable (fdatasync) before the map is marked clean (chunk_map.py, Rule 2).
-- Plain blocking file I/O; callers on an event loop run it in a worker thread.
+- Plain blocking file I/O; callers on an event loop run it in a worker thread, except reads of at
+  most one FUSE request (image.py, Rule 2).
 """
 
 import errno

@@ -95,7 +95,9 @@ def mount(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
     try:
-        wait_until_mounted(mountpoint, "fuse", lambda: child.poll() is None, daemon.mount_timeout)
+        wait_until_mounted(
+            mountpoint, "fuse", lambda: child.poll() is None, daemon.mount_timeout, daemon.read_ahead_kb
+        )
     except Exception:
         if child.poll() is None:
             child.terminate()

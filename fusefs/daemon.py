@@ -9,9 +9,11 @@ start on a live session a dead daemon left (`Takeover`, session_takeover.py): th
 daemon's images in their slots, never mounts, and unmounts on a normal stop.
 
 One root nursery per daemon (STYLE 6): the FUSE loop, the signal watcher and (multi-image) the API
-server live in it; SIGTERM or SIGINT ends the FUSE loop with pyfuse3.terminate(), and the mount is
-always released and every image closed on the way out, whatever ended the loop. The multi-image
-daemon is STOPPING from the moment the loop ends (adds are refused) until every image is closed.
+server live in it, and so do each image's prefetch and read-ahead workers; SIGTERM or SIGINT ends
+the FUSE loop with pyfuse3.terminate(), and the mount is always released and every image closed
+on the way out, whatever ended the loop. The multi-image daemon is STOPPING from the moment the
+loop ends (adds are refused) until every image is closed. Both daemons tune malloc to keep freed
+buffers for reuse before they serve (allocator.py).
 """
 
 import logging
@@ -24,6 +26,7 @@ import trio
 
 from lazyfly.api.fusefs import AddImageRequest, session_socket_path
 from lazyfly.errors import LazyflyError
+from lazyfly.fusefs.allocator import keep_freed_buffers
 from lazyfly.fusefs.api import ApiRoutes, add_image
 from lazyfly.fusefs.config import DaemonSettings, ImageSettings
 from lazyfly.fusefs.daemon_state import DaemonLifecycle, DaemonState
@@ -60,6 +63,7 @@ async def serve_image(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount the one image at `location` on `mountpoint` and serve it until unmounted."""
+    keep_freed_buffers()
     if recover(mountpoint):
         log.warning("detached a dead FUSE mount left at %s", mountpoint)
     namespace = Namespace(single=True)
@@ -75,6 +79,7 @@ async def serve_image(
                 # and fetching go on in the background, cancelled with the nursery below, which
                 # ends before mounted.aclose() runs.
                 await nursery.start(run_prefetch, mounted, image.prefetch)
+                await nursery.start(mounted.read_ahead.serve)
                 task_status.started()
                 log.info("serving %s on %s", location, mountpoint)
                 await pyfuse3.main()
@@ -135,6 +140,7 @@ async def serve_daemon(
 ) -> None:
     """Mount an empty image list on `mountpoint` (or take over the live session), serve the API on
     `api_socket` and the session descriptor beside it, and run until stopped."""
+    keep_freed_buffers()
     lifecycle = DaemonLifecycle()
     if takeover is None and recover(mountpoint):
         log.warning("detached a dead FUSE mount left at %s", mountpoint)

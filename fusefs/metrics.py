@@ -1,7 +1,8 @@
 """Prometheus metrics of one fusefs daemon, read from the served images at scrape time.
 
-Nothing here counts: BlobReader (`.stats`) and each backend (`.stats`) own their counters, and the
-collector turns a snapshot of them into metric families when /metrics is scraped. So a removed
+Nothing here counts: BlobReader (`.stats`), each backend (`.stats`) and each image's ReadAhead own
+their counters, and the collector turns a snapshot of them into metric families when /metrics is
+scraped. So a removed
 image's series simply stop, and no counter can drift from the numbers GET /api/v1/daemon shows.
 
 Rules:
@@ -30,10 +31,16 @@ _READER_COUNTERS = [
     ("cache_hits", "cache_hits", "Chunks served from the local cache.", False),
     ("cache_misses", "cache_misses", "Chunks not cached when asked for (fetched or waited for).", False),
     ("bytes_fetched", "fetched_bytes", "Bytes fetched from the backend, prefetch included.", True),
-    ("prefetch_bytes", "prefetch_bytes", "Bytes fetched by prefetch.", True),
+    ("prefetch_bytes", "prefetch_bytes", "Bytes fetched by prefetch and read-ahead.", True),
     ("digest_failures", "digest_failures", "Chunks refused: inflate failed or blake3 mismatched.", False),
     ("backend_errors", "fetch_errors", "Backend reads of the read path that failed.", True),
     ("cache_full_events", "cache_full_events", "Verified chunks served from memory: cache disk full.", False),
+]
+# (attribute of the image's ReadAhead, metric name, help)
+_READ_AHEAD_COUNTERS = [
+    ("jobs_done", "read_ahead_runs", "Read-ahead runs of chunks fetched (or found fetched already)."),
+    ("jobs_failed", "read_ahead_failed_runs", "Read-ahead runs whose fetch failed (left to reads)."),
+    ("jobs_dropped", "read_ahead_dropped_runs", "Read-ahead runs not queued: the queue was full."),
 ]
 # (field of BackendStats, metric name, help)
 _BACKEND_COUNTERS = [
@@ -86,6 +93,19 @@ class FusefsCollector(Collector):
                 values = [image.image_id, image.backend.name] if by_backend else [image.image_id]
                 family.add_metric(values, getattr(stats, field))
             yield family
+        for field, name, doc in _READ_AHEAD_COUNTERS:
+            family = CounterMetricFamily(PREFIX + name, doc, labels=["image"])
+            for image in images:
+                family.add_metric([image.image_id], getattr(image.read_ahead, field))
+            yield family
+        memory = CounterMetricFamily(
+            PREFIX + "read_ahead_memory_reads",
+            "Reads answered from chunks read ahead into memory.",
+            labels=["image"],
+        )
+        for image in images:
+            memory.add_metric([image.image_id], image.read_ahead.recent.hits)
+        yield memory
         for field, name, doc in _BACKEND_COUNTERS:
             family = CounterMetricFamily(PREFIX + name, doc, labels=["image", "backend"])
             for image in images:

@@ -17,6 +17,20 @@ from pathlib import Path
 from lazyfly.fusefs.errors import MountFailed
 from lazyfly.mountinfo import mount_entry, mount_fields
 
+READ_AHEAD_WAIT = 2.0  # how long `wait_until_mounted` waits for the daemon to widen read-ahead
+
+
+def _read_ahead_path(path: Path) -> Path:
+    fields = mount_fields(path)
+    if fields is None:
+        raise MountFailed(f"nothing is mounted at {path}")
+    return Path(f"/sys/class/bdi/{fields[2]}/read_ahead_kb")
+
+
+def get_read_ahead(path: Path) -> int:
+    """The kernel's read-ahead window (KiB) of the mount at `path`."""
+    return int(_read_ahead_path(path).read_text())
+
 
 def set_read_ahead(path: Path, kib: int) -> None:
     """Set the kernel's read-ahead window of the mount at `path` (its backing-device info).
@@ -25,10 +39,7 @@ def set_read_ahead(path: Path, kib: int) -> None:
     window lets the kernel ask for whole chunks. Read from mountinfo: stat() would ask the daemon,
     which may not be serving yet.
     """
-    fields = mount_fields(path)
-    if fields is None:
-        raise MountFailed(f"nothing is mounted at {path}")
-    Path(f"/sys/class/bdi/{fields[2]}/read_ahead_kb").write_text(str(kib))
+    _read_ahead_path(path).write_text(str(kib))
 
 
 def is_dead(path: Path) -> bool:
@@ -59,18 +70,44 @@ def recover(path: Path) -> bool:
     return False
 
 
-def wait_until_mounted(path: Path, fstype_prefix: str, alive: Callable[[], bool], timeout: float) -> None:
-    """Return once a `fstype_prefix` mount at `path` answers stat; raise if `alive()` turns False."""
+def wait_until_mounted(
+    path: Path,
+    fstype_prefix: str,
+    alive: Callable[[], bool],
+    timeout: float,
+    read_ahead_kb: int | None = None,
+) -> None:
+    """Return once a `fstype_prefix` mount at `path` answers stat (and, if `read_ahead_kb` is given,
+    has that read-ahead, or READ_AHEAD_WAIT passed); raise if `alive()` turns False.
+
+    The read-ahead is waited for because a file takes the mount's read-ahead when it is opened:
+    a reader that opened a file before the daemon widened it would read in 128 KiB requests
+    to the end.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         entry = mount_entry(path)
         if entry is not None and entry[0].startswith(fstype_prefix):
             try:
                 os.stat(path)
-                return
             except OSError:
                 pass
+            else:
+                if read_ahead_kb is not None:
+                    until = min(deadline, time.monotonic() + READ_AHEAD_WAIT)
+                    _wait_for_read_ahead(path, read_ahead_kb, until)
+                return
         if not alive():
             raise MountFailed(f"the daemon for {path} exited before the mount answered")
         time.sleep(0.05)
     raise MountFailed(f"{path} did not answer within {timeout} s")
+
+
+def _wait_for_read_ahead(path: Path, kib: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if get_read_ahead(path) >= kib:
+                return
+        except (OSError, ValueError, MountFailed):
+            return  # no sysfs entry to watch: the daemon logs why it could not set it
+        time.sleep(0.01)

@@ -62,7 +62,7 @@ class LazyOperations(pyfuse3.Operations):
         if image is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         with _errno():
-            return image, image.bootstrap.inode(local)
+            return image, image.metadata.inode(local)
 
     def _root_attrs(self) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
@@ -117,7 +117,7 @@ class LazyOperations(pyfuse3.Operations):
             found = image.bootstrap.lookup(parent, name)
             if found is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
-            return self._attrs(image, image.bootstrap.inode(found))
+            return self._attrs(image, image.metadata.inode(found))
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         """Directories are read by inode number: the handle is the inode."""
@@ -213,7 +213,7 @@ class LazyOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR if stat.S_ISDIR(node.mode) else errno.EINVAL)
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
         """Bytes of an open file; chunks are fetched, verified and cached as needed."""
         image, node = self._image_inode(fh)
         with _errno():

@@ -9,10 +9,11 @@ Rules:
   daemon waits (bounded) for its running fetches to end, then closes it.
 - Rule 3: closing is shielded from cancellation and bounded: a stopping daemon never leaves a
   cache file open and unclean, and never hangs on one.
-- Rule 4 (prefetch): each image's prefetch (prefetch.py) runs in the nursery that `serve` owns,
-  started before the image is added (so bad prefetch settings refuse the add), and is cancelled
-  and awaited before its image is closed. `serve` runs inside the daemon's root nursery, so a
-  stopping daemon cancels every prefetch before `close_all`.
+- Rule 4 (prefetch and read-ahead): each image's prefetch (prefetch.py) and read-ahead workers
+  (read_ahead.py) run in the nursery that `serve` owns, under one cancel scope per image, started
+  before the image is added (so bad prefetch settings refuse the add), and are cancelled and
+  awaited before its image is closed. `serve` runs inside the daemon's root nursery, so a
+  stopping daemon cancels every prefetch and read-ahead before `close_all`.
 """
 
 import logging
@@ -156,7 +157,9 @@ class ServedImages:
         self._prefetches[image.image_id] = entry
         try:
             with entry.scope:
-                await run_prefetch(image, settings, stats=entry.stats, task_status=task_status)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(image.read_ahead.serve)
+                    await run_prefetch(image, settings, stats=entry.stats, task_status=task_status)
         finally:
             entry.done.set()
 

@@ -2,15 +2,23 @@
 
 Each backend runs the conformance suite (tests/suites/backend_suite.py); then the faults: a registry
 killed or stalled mid-use, a proxy stopped or failing, a Bearer token that expires between reads.
+Last, the registry backend's ThreadedTransport against scripted servers: heads in pieces, chunked
+and streamed bodies, HEAD, stale keep-alive connections, cancellation and TLS.
 Everything runs under trio, as fusefs does.
 """
 
+import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from fixtures.forward_proxy import ForwardProxy
 from fixtures.registry import (
@@ -25,6 +33,7 @@ from suites.backend_suite import CALL_TIMEOUT, BackendSource, BlobBackendSuite, 
 from lazyfly.backend.oci_layout import OciLayoutBackend
 from lazyfly.backend.peer_proxy import PeerProxyBackend
 from lazyfly.backend.registry import RegistryBackend
+from lazyfly.backend.threaded_transport import ThreadedTransport
 from lazyfly.errors import Unavailable
 from lazyfly.oci.layout import OciLayout
 from lazyfly.oci.reference import RegistryRef
@@ -277,3 +286,171 @@ async def test_proxy_passes_bearer_auth_to_the_registry(
         seen = proxy.requests_for(digest)
     assert [r.headers.get("Authorization", "").split(" ")[0] for r in seen] == ["", "Bearer", "Bearer"]
     assert auth_proxy.token_requests == 1
+
+
+# --- ThreadedTransport against scripted servers -----------------------------------------------------
+
+Script = Callable[[int, bytes], tuple[list[bytes | float], bool]]  # (connection, request) -> (steps, close)
+
+
+class ScriptedServer:
+    """A loopback HTTP server that answers each request with scripted bytes and pauses (floats).
+
+    `script(connection_number, request_head)` returns the steps and whether to hang up after them;
+    the connections it accepted are counted, to see the client reuse them.
+    """
+
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
+        self.script = script
+        self.tls = tls
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"{'https' if tls else 'http'}://localhost:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        with contextlib.suppress(OSError), contextlib.closing(conn):
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    buf += more
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                steps, close = self.script(number, head)
+                for step in steps:
+                    if isinstance(step, float):
+                        time.sleep(step)
+                    else:
+                        conn.sendall(step)
+                if close:
+                    return
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@contextlib.contextmanager
+def scripted(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(script, tls)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def get(url: str, method: str = "GET", **kw: object) -> list[httpx.Response]:
+    """Send `method` to `url` twice through one ThreadedTransport; return both responses."""
+    async with httpx.AsyncClient(transport=ThreadedTransport(**kw)) as client:  # type: ignore[arg-type]
+        with anyio.fail_after(CALL_TIMEOUT):
+            return [await client.request(method, url) for _ in range(2)]
+
+
+async def test_threaded_transport_waits_for_a_head_that_arrives_in_pieces():
+    def script(_: int, __: bytes) -> tuple[list[bytes | float], bool]:
+        return [b"HTTP/1.1 200 OK\r\nContent-", 0.2, b"Length: 5\r\n\r\nhel", 0.1, b"lo"], False
+
+    with scripted(script) as server:
+        responses = await get(server.url)
+    assert [r.content for r in responses] == [b"hello", b"hello"]
+    assert server.connections == 1  # kept alive and reused
+
+
+async def test_threaded_transport_streams_chunked_and_long_bodies():
+    def script(_: int, head: bytes) -> tuple[list[bytes | float], bool]:
+        if head.startswith(b"GET /chunked "):
+            return [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], False
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 0.05, bytes(1000)], False
+
+    with scripted(script) as server:
+        async with httpx.AsyncClient(transport=ThreadedTransport(buffer_limit=100)) as client:
+            with anyio.fail_after(CALL_TIMEOUT):
+                first = await client.get(f"{server.url}/chunked")
+                second = await client.get(f"{server.url}/long")  # longer than the buffer limit
+    assert first.content == b"hello" and second.content == bytes(1000)
+    assert server.connections == 1
+
+
+async def test_threaded_transport_head_answers_have_no_body():
+    def script(_: int, __: bytes) -> tuple[list[bytes | float], bool]:
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n"], False
+
+    with scripted(script) as server:
+        responses = await get(server.url, "HEAD")
+    assert [(r.headers["content-length"], r.content) for r in responses] == [("12345", b"")] * 2
+    assert server.connections == 1
+
+
+async def test_threaded_transport_sends_again_when_the_server_closed_an_idle_connection():
+    def script(_: int, __: bytes) -> tuple[list[bytes | float], bool]:
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], True  # hangs up, says nothing
+
+    with scripted(script) as server:
+        responses = await get(server.url)
+    assert [r.content for r in responses] == [b"ok", b"ok"]
+    assert server.connections == 2
+
+
+async def test_threaded_transport_cancelled_call_shuts_its_socket_down_at_once():
+    hung_up = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def silent() -> None:  # reads the request, never answers, notes when the client hangs up
+            conn, _ = listener.accept()
+            with conn:
+                while conn.recv(65536):
+                    pass
+                hung_up.set()
+
+        threading.Thread(target=silent, daemon=True).start()
+        async with httpx.AsyncClient(transport=ThreadedTransport(), timeout=60) as client:
+            with anyio.fail_after(CALL_TIMEOUT):
+                with anyio.move_on_after(0.3):
+                    await client.get(f"http://127.0.0.1:{listener.getsockname()[1]}/")
+                await anyio.to_thread.run_sync(hung_up.wait, 5.0)
+        assert hung_up.is_set()  # not left hanging until the read timeout (60 s)
+
+
+@pytest.fixture
+def localhost_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for `localhost` (skipped without openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"openssl cannot make a certificate: {made.stderr.decode(errors='replace')}")
+    return cert, key
+
+
+async def test_threaded_transport_speaks_tls(
+    localhost_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+):
+    cert, key = localhost_cert
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+
+    def script(_: int, __: bytes) -> tuple[list[bytes | float], bool]:
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n", 0.05, b"secret"], False
+
+    with scripted(script, tls) as server:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await get(server.url)  # an unknown certificate is refused
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        responses = await get(server.url)
+    assert [r.content for r in responses] == [b"secret", b"secret"]
+    assert server.connections == 2  # the refused one, then one kept alive

@@ -136,3 +136,32 @@ def test_full_cache_disk_still_serves_reads(layout: Path, corner_tree: Path, tmp
     finally:
         mounts.cleanup()
         subprocess.run(["umount", "-l", small], check=False)
+
+
+def test_the_mount_command_returns_with_read_ahead_already_widened(layout: Path, mounts: Mounts):
+    from lazyfly.fusefs.config import DaemonSettings
+    from lazyfly.fusefs.mountpoint import get_read_ahead
+
+    point = mounts.mount(layout)
+    assert get_read_ahead(point) == DaemonSettings().read_ahead_kb  # a file opened now reads in big requests
+
+
+def test_a_large_file_read_sequentially_from_a_registry_equals_its_source(
+    tmp_path: Path, registry: RunningRegistry, mounts: Mounts
+):
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(11).randbytes(40 << 20)  # long enough for read-ahead windows to grow
+    (src / "big.bin").write_bytes(data)
+    (src / "other.bin").write_bytes(data[: 3 << 20])
+    lazyfly("build", src, "-o", tmp_path / "layout")
+    ref = f"{registry.host}/sequential:v1"
+    lazyfly("push", tmp_path / "layout", ref, "--plain-http")
+    point = mounts.mount(ref, "--plain-http", "--prefetch", "none")
+    rng = random.Random(3)
+    with open(point / "big.bin", "rb") as sequential, open(point / "big.bin", "rb") as scattered:
+        for offset in range(0, len(data), 1 << 20):
+            assert sequential.read(1 << 20) == data[offset : offset + (1 << 20)], offset
+            at = rng.randrange(len(data))  # a random reader in between, sharing the flights
+            assert os.pread(scattered.fileno(), 4096, at) == data[at : at + 4096], at
+    assert (point / "other.bin").read_bytes() == data[: 3 << 20]

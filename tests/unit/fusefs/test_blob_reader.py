@@ -106,6 +106,37 @@ def test_merged_requests_respect_the_merge_limit(tmp_path: Path, built_image, ba
     _run(main)
 
 
+def test_prefetch_plans_runs_with_the_callers_merge_limit(tmp_path: Path, built_image, backend):
+    refs = built_image.refs("/random-700k")
+
+    async def main() -> None:
+        reader = BlobReader.open(tmp_path, built_image.blob, backend, merge_limit=64 << 10)
+        await reader.prefetch(refs, merge_limit=1 << 30)
+        end = refs[-1].compressed_offset + refs[-1].compressed_size
+        assert backend.requests == [(refs[0].compressed_offset, end - refs[0].compressed_offset, True)]
+        await reader.aclose()
+
+    _run(main)
+
+
+def test_chunks_stored_as_is_are_served_as_views_of_the_backends_answer(tmp_path: Path, built_image, backend):
+    refs = built_image.refs("/random-700k")[:3]  # incompressible: stored without compression
+    assert {ref.compressor for ref in refs} == {Compressor.NONE}
+    source = (built_image.source / "random-700k").read_bytes()
+
+    async def main() -> None:
+        reader = BlobReader.open(tmp_path, built_image.blob, backend)
+        chunks = await reader.read_chunks(refs)
+        assert all(isinstance(chunk, memoryview) for chunk in chunks)
+        assert len({id(chunk.obj) for chunk in chunks}) == 1  # one answer, never copied
+        assert [bytes(chunk) for chunk in chunks] == [
+            source[r.file_offset :][: r.uncompressed_size] for r in refs
+        ]
+        await reader.aclose()
+
+    _run(main)
+
+
 def _ref(c_off: int, c_size: int, u_off: int) -> ChunkRef:
     return ChunkRef(0, 0, c_off, c_size, u_off, 4096, Compressor.NONE, bytes(32))
 

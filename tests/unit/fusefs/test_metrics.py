@@ -8,12 +8,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from lazyfly.backend.stats import BackendStats
 from lazyfly.fusefs.blob_reader import BlobReaderStats
 from lazyfly.fusefs.metrics import build_registry, render, total_stats
+from lazyfly.fusefs.read_ahead import ReadAhead
 
 
 def fake_image(image_id: str, backend: str, *stats: BlobReaderStats) -> Any:
     readers = [SimpleNamespace(stats=s) for s in stats]
     return SimpleNamespace(
-        image_id=image_id, readers=readers, backend=SimpleNamespace(name=backend, stats=BackendStats())
+        image_id=image_id,
+        readers=readers,
+        backend=SimpleNamespace(name=backend, stats=BackendStats()),
+        read_ahead=ReadAhead(),
     )
 
 
@@ -52,6 +56,7 @@ def test_a_scrape_labels_every_series_by_image_and_backend():
         ),
     )
     busy.backend.stats = BackendStats(requests=3, bytes=4096, errors=1, retries=2)
+    busy.read_ahead.jobs_done, busy.read_ahead.jobs_dropped, busy.read_ahead.recent.hits = 7, 1, 12
     idle = fake_image("idle", "local", BlobReaderStats())
     images = [busy, idle]
     now = [100.0]
@@ -69,6 +74,10 @@ def test_a_scrape_labels_every_series_by_image_and_backend():
     assert got[("lazyfly_fusefs_inflight_chunks", busy_labels)] == 2
     assert got[("lazyfly_fusefs_oldest_inflight_age_seconds", busy_labels)] == 10.0
     assert got[("lazyfly_fusefs_oldest_inflight_age_seconds", frozenset({("image", "idle")}))] == 0.0
+    assert got[("lazyfly_fusefs_read_ahead_runs_total", busy_labels)] == 7
+    assert got[("lazyfly_fusefs_read_ahead_dropped_runs_total", busy_labels)] == 1
+    assert got[("lazyfly_fusefs_read_ahead_failed_runs_total", busy_labels)] == 0
+    assert got[("lazyfly_fusefs_read_ahead_memory_reads_total", busy_labels)] == 12
     assert got[("lazyfly_fusefs_images", frozenset())] == 2
 
     images.remove(idle)  # read at scrape time: a removed image's series are gone

@@ -1,0 +1,199 @@
+"""Read-ahead for files read sequentially: a per-file window (pure) and a capped background fetcher.
+
+A cold sequential read reaches fusefs as a stream of FUSE read requests of at most 1 MiB; a miss
+waits for one backend round trip (a few milliseconds at a registry, whatever the size asked for),
+so serving them one miss at a time leaves the network idle most of the time. Like the kernel's
+page-cache read-ahead, a file seen to be read sequentially gets its next chunks fetched in the
+background, in a window that grows as the sequential run goes on, as several large concurrent
+backend reads. The reads that follow find their chunks cached, or wait on the read-ahead's flights.
+
+Rules:
+- Rule 1 (only sequential, only within the file): a window opens only after `sequential_reads`
+  reads of one file in a row, the first at offset 0 or each starting where the reads before it
+  ended (or overlapping their last `size` bytes: a re-read of the tail). Any other read, a jump
+  forward included, resets the file's window. (The kernel queues its read-ahead requests in
+  order and fusefs sees them in that order, so the rule can be this strict; random reads of a
+  small file are not mistaken for a sequential run.) Read-ahead never passes the file's end and
+  never touches other files, so opening and reading many small files (a container starting)
+  fetches nothing more than before: a miss already brings the file's next `read_amplify` bytes.
+  Only chunks neither cached nor in flight are queued, so a warm file costs no I/O.
+- Rule 2 (window): the first window is `initial` bytes from the end of the reads seen; each later
+  one starts where the previous one ended and is twice as long, up to `maximum`. A new window is
+  asked for once the reader has come within half a window of the end of what was asked, so
+  reading ahead stays between half a window and a window ahead of the reader.
+- Rule 3 (ownership): `ReadAhead.serve` owns a nursery of `workers` tasks (STYLE 6); the image's
+  owner runs it beside the image's prefetch and cancels it before closing the image (daemon.py,
+  served_images.py). With the defaults at most 3 × 16 MiB of answers are in memory at once. Jobs wait
+  in a bounded queue; when it is full, new jobs are dropped: read-ahead is a hint, and an
+  on-demand read fetches whatever read-ahead did not.
+- Rule 4 (one fetch per chunk): a fetch job is one run of missing chunks of one blob, fetched with
+  `BlobReader.prefetch` (which claims the chunks in the reader's InFlight table when the job
+  starts and skips ready or claimed ones), so an on-demand read of a chunk being read ahead waits
+  for that flight instead of fetching it again, and a failed job leaves its chunks to on-demand
+  reads (blob_reader.py, Rule 7). Failures are logged at debug level and never stop the workers.
+- Rule 5 (into memory): a job leaves the chunks it verified in `recent` (recent_chunks.py), whose
+  budget is `memory` bytes, so the reads that follow are answered from memory instead of a
+  pread of the cache file. Cached chunks are not loaded into memory ahead of the reader: that
+  moves the same copy to another thread and measured slower (the reader's own `dd` needs the
+  other core).
+- Rule 6 (bounded memory): at most `max_files` files keep a window (least recently read dropped).
+"""
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from lazyfly.errors import LazyflyError
+from lazyfly.format.layout import ChunkRef
+from lazyfly.fusefs.blob_reader import BlobReader, Chunk
+from lazyfly.fusefs.recent_chunks import RecentChunks
+
+log = logging.getLogger(__name__)
+
+# Reads in a row that make a file sequential; 2 added 15 % registry bytes to a container start
+# (bench/coldstart.py: the loader's reads of big shared libraries looked sequential).
+SEQUENTIAL_READS = 8
+DEFAULT_INITIAL_WINDOW = 8 << 20
+DEFAULT_MAXIMUM_WINDOW = 64 << 20
+DEFAULT_RUN_LIMIT = 16 << 20  # compressed bytes per read-ahead backend request
+DEFAULT_MEMORY = 64 << 20  # bytes of read-ahead chunks kept in memory per image
+DEFAULT_WORKERS = 3
+DEFAULT_MAX_FILES = 1024
+QUEUE_LIMIT = 64  # jobs waiting for a worker
+
+
+@dataclass(frozen=True)
+class ReadAheadPolicy:
+    """How far ahead to read: window sizes (Rule 2) and the size of each backend request."""
+
+    sequential_reads: int = SEQUENTIAL_READS
+    initial: int = DEFAULT_INITIAL_WINDOW
+    maximum: int = DEFAULT_MAXIMUM_WINDOW
+    run_limit: int = DEFAULT_RUN_LIMIT
+    workers: int = DEFAULT_WORKERS
+    memory: int = DEFAULT_MEMORY
+
+    def __post_init__(self) -> None:
+        if (
+            self.sequential_reads < 1
+            or not 0 < self.initial <= self.maximum
+            or self.run_limit <= 0
+            or self.workers < 1
+            or self.memory < 0
+        ):
+            raise ValueError(f"bad read-ahead policy {self}")
+
+
+class SequentialWindow:
+    """The access pattern of one file and how far ahead of it reading was asked (Rules 1, 2).
+
+    Pure state: `on_read` is told of each read and answers the byte range to read ahead, if any.
+    """
+
+    def __init__(self, policy: ReadAheadPolicy) -> None:
+        self.policy = policy
+        self.next_offset = -1  # where a sequential reader reads next (the furthest end seen)
+        self.streak = 0  # reads in a row that were sequential
+        self.window = 0  # size of the last window asked for; 0: none yet
+        self.ahead_end = 0  # end of what read-ahead was asked for
+
+    def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
+        """Record a read of `size` bytes at `offset`; return the range [start, end) to read ahead."""
+        end = min(offset + size, file_size)
+        if self.next_offset >= 0 and self.next_offset - size <= offset <= self.next_offset:
+            self.streak += 1
+            self.next_offset = max(self.next_offset, end)
+        else:
+            self.streak = 1 if offset == 0 else 0
+            self.next_offset = end
+            self.window = 0
+            self.ahead_end = 0
+        if self.streak < self.policy.sequential_reads:
+            return None
+        if self.window == 0:
+            self.window = self.policy.initial
+            start = self.next_offset
+        elif self.ahead_end - self.next_offset > self.window // 2:
+            return None  # still more than half a window ahead of the reader
+        else:
+            self.window = min(self.window * 2, self.policy.maximum)
+            start = max(self.ahead_end, self.next_offset)
+        stop = min(start + self.window, file_size)
+        self.ahead_end = max(self.ahead_end, stop)
+        return (start, stop) if start < stop else None
+
+
+@dataclass(frozen=True)
+class _Job:
+    reader: BlobReader
+    blob_index: int
+    refs: Sequence[ChunkRef]
+
+
+class ReadAhead:
+    """The read-ahead of one image: a window per file, and the workers that fetch (Rules 3–5)."""
+
+    def __init__(self, policy: ReadAheadPolicy | None = None, *, max_files: int = DEFAULT_MAX_FILES) -> None:
+        self.policy = policy or ReadAheadPolicy()
+        self.max_files = max_files
+        self.recent = RecentChunks(self.policy.memory)
+        self.jobs_done = 0  # jobs fetched (or found with nothing left to fetch)
+        self.jobs_dropped = 0  # jobs not queued because the queue was full
+        self.jobs_failed = 0  # jobs whose fetch failed
+        self._pending = 0
+        self._windows: OrderedDict[int, SequentialWindow] = OrderedDict()
+        self._send, self._receive = trio.open_memory_channel[_Job](QUEUE_LIMIT)
+
+    def on_read(self, file_key: int, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
+        """Tell the window of file `file_key` about a read; return the range to read ahead, if any."""
+        window = self._windows.get(file_key)
+        if window is None:
+            window = self._windows[file_key] = SequentialWindow(self.policy)
+            if len(self._windows) > self.max_files:
+                self._windows.popitem(last=False)
+        else:
+            self._windows.move_to_end(file_key)
+        return window.on_read(offset, size, file_size)
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        return self._pending
+
+    def submit(self, reader: BlobReader, blob_index: int, refs: Sequence[ChunkRef]) -> bool:
+        """Queue one run of chunks of blob `blob_index` (read by `reader`) to fetch; False if the
+        queue is full (dropped)."""
+        try:
+            self._send.send_nowait(_Job(reader, blob_index, refs))
+        except trio.WouldBlock:
+            self.jobs_dropped += 1
+            return False
+        self._pending += 1
+        return True
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the workers until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.policy.workers):
+                nursery.start_soon(self._work)
+            task_status.started()
+
+    async def _work(self) -> None:
+        async for job in self._receive:
+
+            def keep(ref: ChunkRef, chunk: Chunk, blob_index: int = job.blob_index) -> None:
+                self.recent.put((blob_index, ref.uncompressed_offset), chunk)
+
+            try:
+                await job.reader.prefetch(job.refs, merge_limit=self.policy.run_limit, keep=keep)
+            except (LazyflyError, OSError) as exc:
+                self.jobs_failed += 1
+                digest = job.reader.blob.digest
+                log.debug("read-ahead of %d chunks of %s failed: %s", len(job.refs), digest, exc)
+                continue
+            finally:
+                self._pending -= 1
+            self.jobs_done += 1

@@ -1,0 +1,173 @@
+"""MountedImage.read called directly: cheap hits, views instead of copies, and when read-ahead starts."""
+
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from lazyfly.format.layout import Inode
+from lazyfly.fusefs.blob_reader import DEFAULT_MERGE_LIMIT
+from lazyfly.fusefs.image import MountedImage
+from lazyfly.fusefs.read_ahead import ReadAhead, ReadAheadPolicy
+from lazyfly.fusefs.reader_pool import ReaderPool
+
+CHUNK = 64 << 10
+SMALL_WINDOWS = ReadAheadPolicy(sequential_reads=2, initial=2 * CHUNK, maximum=4 * CHUNK, run_limit=2 * CHUNK)
+
+
+def _image(built_image, backend, cache: Path, read_amplify: int = 0) -> MountedImage:
+    pool = ReaderPool()
+    pool.hold_backend(backend)
+    readers = [pool.acquire(cache, built_image.blob, backend, DEFAULT_MERGE_LIMIT)]
+    return MountedImage(
+        "img", 1, built_image.bootstrap, readers, backend, pool,
+        read_amplify=read_amplify, read_ahead=ReadAhead(SMALL_WINDOWS),
+    )  # fmt: skip
+
+
+def _inode(image: MountedImage, path: str) -> Inode:
+    return image.bootstrap.inode(image.bootstrap.resolve(path))
+
+
+def _run(main: Callable[[], Awaitable[None]]) -> None:
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_cached_range_in_one_span_is_one_pread_of_the_cache_file(
+    tmp_path: Path, built_image, backend, monkeypatch
+):
+    source = (built_image.source / "text").read_bytes()
+
+    async def main() -> None:
+        image = _image(built_image, backend, tmp_path)
+        inode = _inode(image, "/text")
+        assert await image.read(inode, 0, inode.size) == source
+        requests = len(backend.requests)
+        preads: list[tuple[int, int]] = []
+        cache = image.readers[0].cache
+        read = cache.read
+        monkeypatch.setattr(
+            cache, "read", lambda offset, size: preads.append((offset, size)) or read(offset, size)
+        )
+        for offset, size in [(0, 1 << 20), (5, 3 * CHUNK), (inode.size - 100, 4096)]:
+            got = await image.read(inode, offset, size)
+            assert isinstance(got, bytes) and got == source[offset : offset + size]
+        assert len(preads) == 3 and len(backend.requests) == requests
+        await image.aclose()
+
+    _run(main)
+
+
+def test_a_cached_range_with_a_hole_reads_zeros_there(tmp_path: Path, built_image, backend):
+    source = (built_image.source / "holey").read_bytes()
+
+    async def main() -> None:
+        image = _image(built_image, backend, tmp_path)
+        inode = _inode(image, "/holey")
+        await image.read(inode, 0, inode.size)
+        assert await image.read(inode, 0, inode.size) == source
+        await image.aclose()
+
+    _run(main)
+
+
+def test_a_missed_range_inside_one_stored_chunk_is_a_view_of_the_answer(tmp_path: Path, built_image, backend):
+    source = (built_image.source / "random-700k").read_bytes()  # incompressible: stored as is
+
+    async def main() -> None:
+        image = _image(built_image, backend, tmp_path)
+        got = await image.read(_inode(image, "/random-700k"), CHUNK + 10, 4096)
+        assert isinstance(got, memoryview) and got == source[CHUNK + 10 : CHUNK + 10 + 4096]
+        assert len(backend.requests) == 1
+        await image.aclose()
+
+    _run(main)
+
+
+def _read_ahead_requests(backend, start: int) -> list[tuple[int, int]]:
+    return [(offset, length) for offset, length, prefetch in backend.requests[start:] if prefetch]
+
+
+def test_sequential_reads_of_a_file_read_ahead_within_that_file(tmp_path: Path, built_image, backend):
+    source = (built_image.source / "random-700k").read_bytes()
+    refs = built_image.refs("/random-700k")
+    own = {(ref.compressed_offset, ref.compressed_size) for ref in refs}
+
+    async def main() -> None:
+        image = _image(built_image, backend, tmp_path)
+        inode = _inode(image, "/random-700k")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(image.read_ahead.serve)
+            assert await image.read(inode, 0, CHUNK) == source[:CHUNK]
+            await trio.testing.wait_all_tasks_blocked()
+            assert _read_ahead_requests(backend, 0) == []  # one read says nothing yet
+            assert await image.read(inode, CHUNK, CHUNK) == source[CHUNK : 2 * CHUNK]
+            await trio.testing.wait_all_tasks_blocked()
+            first = _read_ahead_requests(backend, 0)
+            assert first == [(refs[2].compressed_offset, 2 * CHUNK)]  # the initial window, one run
+            for offset in range(2 * CHUNK, inode.size, CHUNK):
+                assert await image.read(inode, offset, CHUNK) == source[offset : offset + CHUNK]
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        on_demand = [(offset, length) for offset, length, prefetch in backend.requests if not prefetch]
+        assert len(on_demand) == 2  # every later read found its chunks read ahead
+        fetched = {(o, n) for o, n in _read_ahead_requests(backend, 0)}
+        assert all(any(o <= ref[0] < o + n for o, n in fetched) for ref in own - set(on_demand))
+        last = refs[-1]
+        assert max(o + n for o, n in fetched) == last.compressed_offset + last.compressed_size  # not past EOF
+        await image.aclose()
+
+    _run(main)
+
+
+def test_random_reads_and_whole_small_files_read_nothing_ahead(tmp_path: Path, built_image, backend):
+    rng = random.Random(9)
+
+    async def main() -> None:
+        image = _image(built_image, backend, tmp_path)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(image.read_ahead.serve)
+            for path in built_image.files:
+                inode = _inode(image, path)
+                await image.read(inode, 0, 128 << 10)
+                for _ in range(5):
+                    await image.read(inode, rng.randrange(inode.size), 4096)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        assert _read_ahead_requests(backend, 0) == []
+        await image.aclose()
+
+    _run(main)
+
+
+def test_chunks_fetched_ahead_are_answered_from_memory_once_then_dropped(
+    tmp_path: Path, built_image, backend
+):
+    source = (built_image.source / "random-700k").read_bytes()
+
+    async def main() -> None:
+        image = _image(built_image, backend, tmp_path)
+        inode = _inode(image, "/random-700k")
+        recent = image.read_ahead.recent
+        views = 0
+        async with trio.open_nursery() as nursery:
+            await nursery.start(image.read_ahead.serve)
+            for offset in range(0, inode.size, CHUNK):
+                got = await image.read(inode, offset, CHUNK)
+                assert got == source[offset : offset + CHUNK], offset
+                views += isinstance(got, memoryview)
+                with trio.fail_after(10):
+                    while image.read_ahead.pending:  # noqa: ASYNC110 (chunks are verified in threads)
+                        await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+        reads = -(-inode.size // CHUNK)
+        assert recent.hits == reads - 2 and views == reads  # every read after the first two; no copies
+        assert len(recent) == 0 and recent.bytes == 0  # each chunk dropped once read to its end
+        backend.requests.clear()
+        assert await image.read(inode, 0, inode.size) == source  # and they were cached as well
+        assert backend.requests == []
+        await image.aclose()
+
+    trio.run(main)  # a real clock: fetched chunks are verified in worker threads
