@@ -1,9 +1,10 @@
 """gRPC bindings made from a service's protobuf descriptor, for the protos the project owns.
 
-grpcio-tools would also generate a `_pb2_grpc` module: a servicer base class whose every method
-raises NotImplementedError, a stub and a registration function. Made from the descriptor instead,
-a server must implement every method of the service (a missing one fails at start-up, not at the
-first call), and the stub and the handler can never disagree with the messages in `_pb2`.
+grpcio-tools would also generate a `_pb2_grpc` module: a servicer base class whose methods answer
+UNIMPLEMENTED until overridden, a client class and a registration function. Made from the
+descriptor instead, a server must implement every method of the service (a missing one fails at
+start-up, not at the first call), and the client and the handler can never disagree with the
+messages in `_pb2`.
 
 Rules:
 - Rule 1: only unary-unary and unary-stream methods (all that snapshots v1 has); a client-streaming

@@ -87,6 +87,7 @@ class Conductor:
         self.bandwidths = bandwidths
         self.metrics = metrics
         self.concurrency = concurrency
+        self._auths: dict[str, RegistryAuth] = {}
 
     async def run(self, request: DownloadRequest, progress: TaskProgress, numbers: set[int] | None) -> None:
         """Download the pieces `numbers` (None: all) of the request's task into the store."""
@@ -106,7 +107,9 @@ class Conductor:
             else:
                 await self._with_scheduler(request, progress, wanted)
         if progress.complete and not known.finished:
-            await anyio.to_thread.run_sync(self.store.finish, task_id)
+            latest = await anyio.to_thread.run_sync(self.store.meta.task, task_id)
+            if latest is not None and not latest.finished:  # back-to-source finishes what it completes
+                await anyio.to_thread.run_sync(self.store.finish, task_id)
             self.metrics.tasks.labels("finished").inc()
 
     async def _with_scheduler(
@@ -249,4 +252,8 @@ class Conductor:
         if any(name.lower() == "authorization" for name in request.header_map):
             return None  # the client's own credentials go through as they are
         host = urlsplit(request.url).netloc
-        return RegistryAuth.from_docker_config(host) if host else None
+        if not host:
+            return None
+        if host not in self._auths:  # one per origin: its credentials are read once, its token reused
+            self._auths[host] = RegistryAuth.from_docker_config(host)
+        return self._auths[host]

@@ -113,6 +113,11 @@ class PieceMeta:
         """Every task record."""
         return [_load(TaskRecord, raw, f"task {key!r}") for key, raw in self._tasks.items()]
 
+    def piece(self, task_id: str, number: int) -> PieceRecord | None:
+        """The record of piece `number` of `task_id`, if stored: one point lookup."""
+        raw = self._pieces.get(piece_key(task_id, number))
+        return None if raw is None else _load(PieceRecord, raw, f"piece {number} of task {task_id}")
+
     def pieces_of(self, task_id: str) -> list[PieceRecord]:
         """The stored pieces of `task_id` in number order: one prefix scan."""
         prefix = task_id.encode()

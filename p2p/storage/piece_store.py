@@ -66,7 +66,7 @@ class PieceStore:
 
     def read_piece(self, task_id: str, number: int) -> tuple[PieceRecord, bytes]:
         """A stored piece's record and bytes, checked again (Rule 3)."""
-        record = next((r for r in self.meta.pieces_of(task_id) if r.number == number), None)
+        record = self.meta.piece(task_id, number)
         if record is None:
             raise NotFound(f"task {task_id} has no piece {number}")
         data = self.content.read(task_id, record.offset, record.length)

@@ -116,8 +116,7 @@ async def _next_frame(connection: socket.socket, decoder: FrameDecoder) -> objec
 async def _send_piece(
     connection: socket.socket, store: PieceStore, uploads: _Uploads, ask: DownloadPiece
 ) -> None:
-    records = await anyio.to_thread.run_sync(store.meta.pieces_of, ask.task_id)
-    record = next((r for r in records if r.number == ask.number), None)
+    record = await anyio.to_thread.run_sync(store.meta.piece, ask.task_id, ask.number)
     if record is None:
         message = f"task {ask.task_id} has no piece {ask.number} here"
         await _send_all(connection, encode_error(0, Error(ErrorCode.NOT_FOUND, message)))
