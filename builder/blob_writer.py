@@ -74,6 +74,11 @@ class BlobWriter:
         self._entries.append(entry)
         return StoredChunk(self.handle, entry)
 
+    @property
+    def chunk_count(self) -> int:
+        """Chunks appended so far."""
+        return len(self._entries)
+
     def _flush_buffer(self) -> None:
         parts, self._buffer, self._buffered = self._buffer, [], 0
         self._queued.append(self._io.submit(self._write, parts))

@@ -1,4 +1,5 @@
-"""Build a lazyfly image from layers: chunk every layer into its own blob, merge, write the layout.
+"""Build a lazyfly image from layers: chunk every layer into its own blob (the files of the
+prefetch list into one blob after them), merge, write the layout.
 
 Rule: either the output layout appears complete, or nothing of it remains: blobs are written in
 the partial layout's work directory and everything is deleted on any error (a full disk included).
@@ -20,6 +21,7 @@ from lazyfly.builder.content_sink import ContentSink
 from lazyfly.builder.dir_source import read_directory
 from lazyfly.builder.errors import SourceError
 from lazyfly.builder.image_writer import ImageSpec, PartialLayout, write_manifest
+from lazyfly.builder.prefetch_placement import PrefetchPlacement
 from lazyfly.builder.tar_source import read_tar_file
 from lazyfly.builder.tree import Node, merge, new_dir
 from lazyfly.compression import Compressor
@@ -89,7 +91,11 @@ def build_layers(
     index: ChunkIndex = dict(options.chunk_dictionary)
     workers = os.cpu_count() or 2
     with ThreadPoolExecutor(workers, thread_name_prefix="chunk") as pool:
-        chunker = Chunker(options.chunk_size, options.compressor, pool, index, progress or NullProgress())
+        placement = PrefetchPlacement(options.prefetch_paths)
+        prefetch = (placement, BlobWriter(partial.work / "blob-prefetch")) if placement else None
+        chunker = Chunker(
+            options.chunk_size, options.compressor, pool, index, progress or NullProgress(), prefetch
+        )
         try:
             merged = new_dir()
             blobs = []
@@ -98,6 +104,9 @@ def build_layers(
                 tree = read(chunker)
                 blobs.append(chunker.finish_blob())
                 merged = merge(merged, tree)
+            prefetch_blob = chunker.finish_prefetch_blob()
+            if prefetch_blob is not None:  # after the layers' blobs: blob i stays layer i's
+                blobs.append(prefetch_blob)
             assembled = assemble(merged, blobs, options.chunk_size, options.prefetch_paths)
             spec = ImageSpec(
                 chunk_size=options.chunk_size,

@@ -8,7 +8,9 @@ on disk travel as (path, offset, length) and the workers read them, so reads ove
 - a chunk whose digest is already in the index (this image, an earlier layer, or a chunk
   dictionary) is referenced, not stored again;
 - chunks travel to the workers in batches of up to BATCH_BYTES; at most `window` batches are
-  in flight, which bounds memory to window × (BATCH_BYTES + chunk size).
+  in flight, which bounds memory to window × (BATCH_BYTES + chunk size);
+- a chunk of a file the prefetch list names is stored in the prefetch blob, every other one in
+  the current layer's blob (prefetch_placement.py).
 """
 
 import os
@@ -19,6 +21,7 @@ from typing import BinaryIO
 
 from lazyfly.builder.blob_writer import BlobHandle, BlobWriter, StoredChunk
 from lazyfly.builder.chunk_work import FileRange, Prepared, prepare_buffers, prepare_file_ranges
+from lazyfly.builder.prefetch_placement import PrefetchPlacement
 from lazyfly.builder.tree import Node
 from lazyfly.compression import Compressor
 from lazyfly.progress import NullProgress, ProgressSink
@@ -40,7 +43,7 @@ class ChunkStats:
     bytes_stored: int = 0
 
 
-_Item = tuple[Node, int, "bytes | FileRange"]
+_Item = tuple[Node, int, "bytes | FileRange", bool]  # node, offset, source, for the prefetch blob
 
 
 class Chunker:
@@ -53,6 +56,7 @@ class Chunker:
         pool: ThreadPoolExecutor,
         index: ChunkIndex,
         progress: ProgressSink | None = None,
+        prefetch: tuple[PrefetchPlacement, BlobWriter] | None = None,
     ) -> None:
         self.chunk_size = chunk_size
         self.compressor = compressor
@@ -62,6 +66,7 @@ class Chunker:
         self.progress = progress or NullProgress()
         self.window = 4 * (os.cpu_count() or 2)
         self._writer: BlobWriter | None = None
+        self._placement, self._prefetch_writer = prefetch or (None, None)
         self._batch: list[_Item] = []
         self._batch_bytes = 0
         self._pending: deque[tuple[list[_Item], Future[list[Prepared]]]] = deque()
@@ -79,30 +84,48 @@ class Chunker:
         self._writer = None
         return handle
 
+    def finish_prefetch_blob(self) -> BlobHandle | None:
+        """Finish the prefetch blob once every layer is finished; None if it holds no chunk
+        (its file is deleted)."""
+        writer, self._prefetch_writer = self._prefetch_writer, None
+        if writer is None:
+            return None
+        if not writer.chunk_count:
+            writer.abort()
+            return None
+        return writer.finish()
+
     def abort(self) -> None:
-        """Drop in-flight work and delete the partial blob."""
+        """Drop in-flight work and delete the partial blobs."""
         for _, fut in self._pending:
             fut.cancel()
         self._pending.clear()
         self._batch.clear()
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
+        for writer in (self._writer, self._prefetch_writer):
+            if writer is not None:
+                writer.abort()
+        self._writer = self._prefetch_writer = None
 
-    def add_file(self, node: Node, stream: BinaryIO, size: int) -> None:
-        """Read `size` bytes of `stream` as chunks of `node`."""
+    def add_file(self, node: Node, stream: BinaryIO, size: int, name: bytes) -> None:
+        """Read `size` bytes of `stream` as chunks of `node`, the file at image path `name`."""
+        prefetch = self._for_prefetch(name)
         for offset in range(0, size, self.chunk_size):
-            self._add(node, offset, _read_exactly(stream, min(self.chunk_size, size - offset)))
+            self._add(node, offset, _read_exactly(stream, min(self.chunk_size, size - offset)), prefetch)
 
-    def add_path(self, node: Node, path: bytes, size: int) -> None:
-        """Chunk the file at `path` (`size` bytes); worker threads read it."""
+    def add_path(self, node: Node, path: bytes, size: int, name: bytes) -> None:
+        """Chunk the file at `path` (`size` bytes), the file at image path `name`; worker
+        threads read it."""
+        prefetch = self._for_prefetch(name)
         for offset in range(0, size, self.chunk_size):
-            self._add(node, offset, (path, offset, min(self.chunk_size, size - offset)))
+            self._add(node, offset, (path, offset, min(self.chunk_size, size - offset)), prefetch)
 
-    def _add(self, node: Node, offset: int, source: "bytes | FileRange") -> None:
+    def _for_prefetch(self, name: bytes) -> bool:
+        return self._placement is not None and self._placement.holds(name)
+
+    def _add(self, node: Node, offset: int, source: "bytes | FileRange", prefetch: bool) -> None:
         if self._batch and type(self._batch[-1][2]) is not type(source):
             self._submit()  # a batch holds one kind of source
-        self._batch.append((node, offset, source))
+        self._batch.append((node, offset, source, prefetch))
         self._batch_bytes += len(source) if isinstance(source, bytes) else source[2]
         # Small files travel in batches: one pool task per chunk would spend more time in the
         # executor (holding the GIL) than in zstd.
@@ -113,7 +136,7 @@ class Chunker:
         if not self._batch:
             return
         batch = self._batch
-        sources = [src for _, _, src in batch]
+        sources = [src for _, _, src, _ in batch]
         if isinstance(sources[0], bytes):
             fut = self.pool.submit(prepare_buffers, sources, self.compressor, self.index)
         else:
@@ -126,10 +149,10 @@ class Chunker:
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:
             batch, fut = self._pending.popleft()
-            for (node, offset, _), prepared in zip(batch, fut.result(), strict=True):
-                self._consume(node, offset, prepared)
+            for (node, offset, _, prefetch), prepared in zip(batch, fut.result(), strict=True):
+                self._consume(node, offset, prepared, prefetch)
 
-    def _consume(self, node: Node, offset: int, p: Prepared) -> None:
+    def _consume(self, node: Node, offset: int, p: Prepared, prefetch: bool) -> None:
         stats = self.stats
         stats.chunks += 1
         stats.bytes_in += p.size
@@ -143,8 +166,9 @@ class Chunker:
             node.chunks.append((offset, known))
             return
         # A worker skips compression only for digests already in the index, so stored is set.
-        assert p.stored is not None and self._writer is not None
-        chunk = self._writer.append(p.stored, p.size, p.compressor, p.digest)
+        writer = self._prefetch_writer if prefetch else self._writer
+        assert p.stored is not None and writer is not None
+        chunk = writer.append(p.stored, p.size, p.compressor, p.digest)
         self.index[p.digest] = chunk
         stats.stored += 1
         stats.bytes_stored += len(p.stored)

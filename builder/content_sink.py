@@ -14,19 +14,20 @@ from lazyfly.builder.tree import Node
 class ContentSink(Protocol):
     """Receives the bytes of each regular file of a layer."""
 
-    def add_file(self, node: Node, stream: BinaryIO, size: int) -> None:
-        """Consume exactly `size` bytes of `stream` for `node`."""
+    def add_file(self, node: Node, stream: BinaryIO, size: int, name: bytes) -> None:
+        """Consume exactly `size` bytes of `stream` for `node`, the file at image path `name`."""
         ...
 
-    def add_path(self, node: Node, path: bytes, size: int) -> None:
-        """Consume the `size`-byte file at `path` for `node` (now or later, in any thread)."""
+    def add_path(self, node: Node, path: bytes, size: int, name: bytes) -> None:
+        """Consume the `size`-byte file at `path` for `node`, the file at image path `name` (now or
+        later, in any thread)."""
         ...
 
 
 class HashingSink:
     """Records the sha256 of each file's content on its node (`content_digest`)."""
 
-    def add_file(self, node: Node, stream: BinaryIO, size: int) -> None:
+    def add_file(self, node: Node, stream: BinaryIO, size: int, name: bytes = b"") -> None:
         """Hash `size` bytes of `stream`."""
         h = hashlib.sha256()
         left = size
@@ -38,7 +39,7 @@ class HashingSink:
             left -= len(data)
         node.content_digest = "sha256:" + h.hexdigest()
 
-    def add_path(self, node: Node, path: bytes, size: int) -> None:
+    def add_path(self, node: Node, path: bytes, size: int, name: bytes = b"") -> None:
         """Hash the file at `path`."""
         with open(path, "rb") as f:
-            self.add_file(node, f, size)
+            self.add_file(node, f, size, name)

@@ -31,10 +31,10 @@ def read_directory(root: Path, sink: ContentSink) -> Node:
     links: dict[tuple[int, int], Node] = {}
     top = _node_from_stat(os.fsencode(root), st)
     top.children = {}
-    stack = [(os.fsencode(root), top)]
-    files: list[tuple[bytes, Node]] = []
+    stack = [(os.fsencode(root), b"", top)]
+    files: list[tuple[bytes, bytes, Node]] = []  # (path on disk, path in the image, node)
     while stack:
-        path, parent = stack.pop()
+        path, image_path, parent = stack.pop()
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as exc:
@@ -51,18 +51,19 @@ def read_directory(root: Path, sink: ContentSink) -> Node:
                 continue
             node = _node_from_stat(child_path, st)
             parent.children[entry.name] = node
+            child_image_path = image_path + b"/" + entry.name
             if stat.S_ISDIR(st.st_mode):
                 node.children = {}
-                stack.append((child_path, node))
+                stack.append((child_path, child_image_path, node))
             elif stat.S_ISREG(st.st_mode):
-                files.append((child_path, node))
+                files.append((child_path, child_image_path, node))
             if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
                 links[key] = node
     _feed_files(files, sink)
     return top
 
 
-def _feed_files(files: list[tuple[bytes, Node]], sink: ContentSink) -> None:
+def _feed_files(files: list[tuple[bytes, bytes, Node]], sink: ContentSink) -> None:
     """Hand every file to the sink in walk order while a helper thread keeps the disk busy.
 
     The helper asks the kernel to read files ahead (POSIX_FADV_WILLNEED), at most READ_AHEAD
@@ -73,7 +74,7 @@ def _feed_files(files: list[tuple[bytes, Node]], sink: ContentSink) -> None:
     progress = {"taken": 0, "issued": 0, "stop": False}
 
     def read_ahead() -> None:
-        for path, node in files:
+        for path, _, node in files:
             with taken:
                 taken.wait_for(
                     lambda: progress["stop"] or progress["issued"] - progress["taken"] < READ_AHEAD
@@ -86,8 +87,8 @@ def _feed_files(files: list[tuple[bytes, Node]], sink: ContentSink) -> None:
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as helper:
         helper.submit(read_ahead)
         try:
-            for path, node in files:
-                _feed_file(path, node, sink)
+            for path, image_path, node in files:
+                _feed_file(path, image_path, node, sink)
                 with taken:
                     progress["taken"] += node.size
                     taken.notify()
@@ -139,9 +140,9 @@ def _xattrs(path: bytes) -> dict[bytes, bytes]:
     return out
 
 
-def _feed_file(path: bytes, node: Node, sink: ContentSink) -> None:
+def _feed_file(path: bytes, image_path: bytes, node: Node, sink: ContentSink) -> None:
     try:
-        sink.add_path(node, path, node.size)
+        sink.add_path(node, path, node.size, image_path)
     except OSError as exc:
         raise SourceError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
     except EOFError as exc:

@@ -152,7 +152,7 @@ class _TarReader:
             stream = tar.extractfile(member)
             assert stream is not None
             try:
-                self.sink.add_file(node, stream, member.size)
+                self.sink.add_file(node, stream, member.size, b"/" + b"/".join(parts))
             except EOFError as exc:
                 raise BrokenLayer(f"entry {member.name!r} is truncated: {exc}") from exc
 

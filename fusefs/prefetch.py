@@ -7,7 +7,10 @@ in blob_reader.py; this module only calls `BlobReader.prefetch`.
 Rules:
 - Rule 1 (plan order): the files named in the settings first (a directory means every regular
   file below it, depth-first in name order, symlinks not followed; a missing or relative path is
-  logged and skipped), then with mode `table` the bootstrap's prefetch table (same expansion),
+  logged and skipped), then with mode `table` the chunks of the bootstrap's prefetch table (same
+  expansion) in blob order: the builder stores those files together in a blob of their own, so
+  in blob order they come in a few large range requests, where the table's order (the order a
+  workload first read them) would scatter the batches across that blob,
   with mode `all` then every remaining chunk the image's files reference, in blob order, then
   uncompressed offset order (chunks of a chunk-dictionary blob that no file uses are skipped).
   A chunk appears once in a plan, keyed by (blob index, uncompressed offset), however many files
@@ -124,6 +127,7 @@ def plan_prefetch(bootstrap: Bootstrap, settings: PrefetchSettings) -> list[Plan
         for inode in _files_under(bootstrap, ino):
             add(bootstrap.chunks(inode))
     if settings.mode == "table":
+        table: list[ChunkRef] = []
         for ino in bootstrap.prefetch():
             try:
                 files = list(_files_under(bootstrap, ino))
@@ -131,7 +135,8 @@ def plan_prefetch(bootstrap: Bootstrap, settings: PrefetchSettings) -> list[Plan
                 log.warning("prefetch: skipping inode %d of the prefetch table, not in the image", ino)
                 continue
             for inode in files:
-                add(bootstrap.chunks(inode))
+                table += bootstrap.chunks(inode)
+        add(sorted(table, key=lambda ref: (ref.blob_index, ref.compressed_offset)))
     elif settings.mode == "all":
         rest: dict[tuple[int, int], ChunkRef] = {}
         for ino in range(1, bootstrap.inode_count + 1):

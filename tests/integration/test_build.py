@@ -1,13 +1,17 @@
 """`lazyfly build` of the corner-case tree, as a directory and as a tarball, checked end to end."""
 
+import itertools
 import json
 import os
+import random
 import subprocess
 from pathlib import Path
 
 import pytest
 from fixtures.layouts import only_manifest
 from integration.cli import lazyfly
+
+from lazyfly.builder.image_source import as_lazy_image, open_local_image
 
 pytestmark = pytest.mark.integration
 CHUNK = 64 << 10  # the chunk size the corner_tree fixture is made for
@@ -85,6 +89,42 @@ def test_prefetch_list_is_recorded(corner_tree: Path, tmp_path: Path):
     info = json.loads(lazyfly("inspect", out, "--json").stdout)
     paths = {e["ino"]: e["path"] for e in info["tree"]}
     assert [paths[i] for i in info["prefetch"]] == ["/sizes/chunk", "/large/big.bin"]
+
+
+@pytest.mark.parametrize("source", ["directory", "tarball"])
+def test_files_of_the_prefetch_list_are_stored_together_in_a_blob_after_the_layers(
+    tmp_path: Path, source: str
+):
+    rng = random.Random(7)
+    src = tmp_path / "src"
+    names = ["a/one", "a/two", "b/hot", "b/cold", "c/d/deep", "c/e", "z/last"]
+    for name in names:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(rng.randbytes(rng.randrange(10 << 10, 200 << 10)))
+    (src / "c" / "link").symlink_to("../a/one")
+    listing = tmp_path / "prefetch.txt"
+    listing.write_text("/c/\n/b/hot\n/a//two\n")
+    given = src
+    if source == "tarball":
+        given = tmp_path / "src.tar"
+        subprocess.run(["tar", "--format=pax", "-C", src, "-cf", given, "."], check=True)
+    out = tmp_path / "image"
+    lazyfly("build", given, "-o", out, "--chunk-size", "64KiB", "--prefetch-list", listing)
+    with open_local_image(out) as local:
+        boot = as_lazy_image(local).bootstrap
+    assert len(boot.blobs()) == 2  # the layer's blob, then the prefetch blob
+    placed = {"b/hot", "a/two", "c/d/deep", "c/e"}
+    prefetch_blob = []
+    for name in names:
+        refs = boot.chunks(boot.inode(boot.resolve("/" + name)))
+        assert {ref.blob_index for ref in refs} == ({1} if name in placed else {0}), name
+        prefetch_blob += refs if name in placed else []
+    spans = sorted((ref.compressed_offset, ref.compressed_size) for ref in prefetch_blob)
+    assert [offset for offset, _ in spans] == list(
+        itertools.accumulate([0] + [size for _, size in spans[:-1]])
+    )
+    assert boot.blobs()[1].chunk_count == len(prefetch_blob)
+    assert "check: OK" in lazyfly("check", out, "--source", src).stdout
 
 
 def test_chunk_dictionary_dedups_against_another_image(built: Path, corner_tree: Path, tmp_path: Path):
