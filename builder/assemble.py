@@ -63,7 +63,9 @@ def assemble(
         if stat.S_ISREG(spec.mode):
             _resolve_chunks(spec, blobs, blob_index)
     prefetch = _prefetch_inos(root, prefetch_paths, inos)
-    infos = [BlobInfo(b.digest, b.compressed_size, b.uncompressed_size, b.chunk_count) for b in blobs]
+    infos = [
+        BlobInfo(b.digest, b.compressed_size, b.uncompressed_size, b.chunk_count, b.prefetch) for b in blobs
+    ]
     return Assembled(encode_bootstrap(specs, infos, prefetch, chunk_size), blobs, len(specs))
 
 

@@ -30,6 +30,7 @@ class BlobHandle:
     uncompressed_size: int = 0
     chunk_count: int = 0
     from_dictionary: bool = False
+    prefetch: bool = False  # holds the chunks the prefetch list asks for (prefetch_placement.py)
 
 
 @dataclass(frozen=True, slots=True)

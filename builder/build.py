@@ -27,6 +27,7 @@ from lazyfly.builder.tree import Node, merge, new_dir
 from lazyfly.compression import Compressor
 from lazyfly.format.layout import DEFAULT_CHUNK_SIZE, is_valid_chunk_size
 from lazyfly.oci.manifest import Descriptor
+from lazyfly.prefetch_list import PrefetchEntry, parse_prefetch_list
 from lazyfly.progress import NullProgress, ProgressSink
 
 SWITCH_INTERVAL = 0.0005
@@ -39,7 +40,7 @@ class FormatOptions:
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
     compressor: Compressor = Compressor.ZSTD
-    prefetch_paths: Sequence[str] = ()
+    prefetch: Sequence[PrefetchEntry] = ()
     chunk_dictionary: ChunkIndex = field(default_factory=dict)
     tag: str = "latest"
 
@@ -91,7 +92,7 @@ def build_layers(
     index: ChunkIndex = dict(options.chunk_dictionary)
     workers = os.cpu_count() or 2
     with ThreadPoolExecutor(workers, thread_name_prefix="chunk") as pool:
-        placement = PrefetchPlacement(options.prefetch_paths)
+        placement = PrefetchPlacement(options.prefetch)
         prefetch = (placement, BlobWriter(partial.work / "blob-prefetch")) if placement else None
         chunker = Chunker(
             options.chunk_size, options.compressor, pool, index, progress or NullProgress(), prefetch
@@ -107,7 +108,7 @@ def build_layers(
             prefetch_blob = chunker.finish_prefetch_blob()
             if prefetch_blob is not None:  # after the layers' blobs: blob i stays layer i's
                 blobs.append(prefetch_blob)
-            assembled = assemble(merged, blobs, options.chunk_size, options.prefetch_paths)
+            assembled = assemble(merged, blobs, options.chunk_size, [e.path for e in options.prefetch])
             spec = ImageSpec(
                 chunk_size=options.chunk_size,
                 compressor=options.compressor.name.lower(),
@@ -133,18 +134,10 @@ def build_layers(
     )
 
 
-def read_prefetch_list(path: Path) -> list[str]:
-    """Read a prefetch list: one absolute path per line, `#` comments and blank lines ignored."""
+def read_prefetch_list(path: Path) -> list[PrefetchEntry]:
+    """Read a prefetch list file (lazyfly/prefetch_list.py)."""
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except OSError as exc:
         raise SourceError(f"cannot read prefetch list {path}: {exc.strerror}") from exc
-    out = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not line.startswith("/"):
-            raise SourceError(f"{path}:{n}: prefetch paths must be absolute, got {line!r}")
-        out.append(line)
-    return out
+    return parse_prefetch_list(text, str(path))

@@ -9,8 +9,8 @@ on disk travel as (path, offset, length) and the workers read them, so reads ove
   dictionary) is referenced, not stored again;
 - chunks travel to the workers in batches of up to BATCH_BYTES; at most `window` batches are
   in flight, which bounds memory to window × (BATCH_BYTES + chunk size);
-- a chunk of a file the prefetch list names is stored in the prefetch blob, every other one in
-  the current layer's blob (prefetch_placement.py).
+- a chunk the prefetch list asks for is stored in the prefetch blob, every other one in the
+  current layer's blob (prefetch_placement.py).
 """
 
 import os
@@ -21,9 +21,10 @@ from typing import BinaryIO
 
 from lazyfly.builder.blob_writer import BlobHandle, BlobWriter, StoredChunk
 from lazyfly.builder.chunk_work import FileRange, Prepared, prepare_buffers, prepare_file_ranges
-from lazyfly.builder.prefetch_placement import PrefetchPlacement
+from lazyfly.builder.prefetch_placement import PrefetchPlacement, wanted
 from lazyfly.builder.tree import Node
 from lazyfly.compression import Compressor
+from lazyfly.prefetch_list import PrefetchEntry
 from lazyfly.progress import NullProgress, ProgressSink
 
 ChunkIndex = dict[bytes, StoredChunk]
@@ -93,7 +94,9 @@ class Chunker:
         if not writer.chunk_count:
             writer.abort()
             return None
-        return writer.finish()
+        handle = writer.finish()
+        handle.prefetch = True
+        return handle
 
     def abort(self) -> None:
         """Drop in-flight work and delete the partial blobs."""
@@ -108,19 +111,21 @@ class Chunker:
 
     def add_file(self, node: Node, stream: BinaryIO, size: int, name: bytes) -> None:
         """Read `size` bytes of `stream` as chunks of `node`, the file at image path `name`."""
-        prefetch = self._for_prefetch(name)
+        listed = self._listed(name)
         for offset in range(0, size, self.chunk_size):
-            self._add(node, offset, _read_exactly(stream, min(self.chunk_size, size - offset)), prefetch)
+            length = min(self.chunk_size, size - offset)
+            self._add(node, offset, _read_exactly(stream, length), wanted(listed, offset, length))
 
     def add_path(self, node: Node, path: bytes, size: int, name: bytes) -> None:
         """Chunk the file at `path` (`size` bytes), the file at image path `name`; worker
         threads read it."""
-        prefetch = self._for_prefetch(name)
+        listed = self._listed(name)
         for offset in range(0, size, self.chunk_size):
-            self._add(node, offset, (path, offset, min(self.chunk_size, size - offset)), prefetch)
+            length = min(self.chunk_size, size - offset)
+            self._add(node, offset, (path, offset, length), wanted(listed, offset, length))
 
-    def _for_prefetch(self, name: bytes) -> bool:
-        return self._placement is not None and self._placement.holds(name)
+    def _listed(self, name: bytes) -> list[PrefetchEntry]:
+        return self._placement.entries_for(name) if self._placement is not None else []
 
     def _add(self, node: Node, offset: int, source: "bytes | FileRange", prefetch: bool) -> None:
         if self._batch and type(self._batch[-1][2]) is not type(source):

@@ -29,7 +29,8 @@ def _format_options(func):  # type: ignore[no-untyped-def]
         click.option("--compressor", type=click.Choice(["zstd", "lz4", "none"]), default="zstd",
                      show_default=True, help="Per-chunk compression (raw when it does not pay)."),
         click.option("--prefetch-list", type=click.Path(dir_okay=False, path_type=Path),
-                     help="File of absolute paths to prefetch first, one per line."),
+                     help="File of absolute paths to prefetch first, one per line, optionally "
+                          "with the byte ranges to prefetch (as `lazyfly accessed` writes it)."),
         click.option("--chunk-dict", metavar="IMAGE",
                      help="A lazyfly image whose chunks are reused instead of stored again."),
         click.option("--plain-http", is_flag=True, help="Talk HTTP, not HTTPS, to registries."),
@@ -64,7 +65,7 @@ def _make_options(
     return FormatOptions(
         chunk_size=parse_size(chunk_size),
         compressor=Compressor.from_name(compressor),
-        prefetch_paths=read_prefetch_list(prefetch_list) if prefetch_list else (),
+        prefetch=read_prefetch_list(prefetch_list) if prefetch_list else (),
         chunk_dictionary=dictionary,
         tag=tag,
     )
@@ -201,7 +202,8 @@ def inspect(image: str, as_json: bool, tree: bool, plain_http: bool, platform: s
     click.echo(f"inodes    {info['inodes']}: {kinds}\nbootstrap {format_size(info['bootstrap_size'])}")
     for b in info["blobs"]:
         click.echo(f"blob      {b['digest']} {format_size(b['compressed_size'])} "
-                   f"({format_size(b['uncompressed_size'])} uncompressed, {b['chunks']} chunks)")  # fmt: skip
+                   f"({format_size(b['uncompressed_size'])} uncompressed, {b['chunks']} chunks"
+                   f"{', the prefetch blob' if b['prefetch'] else ''})")  # fmt: skip
     for e in info.get("tree", []):
         extra = f" -> {e['target']}" if "target" in e else ""
         click.echo(f"{e['mode']} {e['uid']:>6} {e['gid']:>6} {e['size']:>12} {e['path']}{extra}")

@@ -63,6 +63,7 @@ def describe(
             "compressed_size": b.compressed_size,
             "uncompressed_size": b.uncompressed_size,
             "chunks": b.chunk_count,
+            "prefetch": b.prefetch,
         }
         for b in boot.blobs()
     ]

@@ -134,8 +134,8 @@ class ApiRoutes:
             image = self.images.get(image_id)
             if image is None:
                 raise NotFound(f"image {image_id} is not mounted")
-            paths = await trio.to_thread.run_sync(image.accessed_paths)
-            return _json(200, AccessedFiles(paths).to_json())
+            entries = await trio.to_thread.run_sync(image.accessed.entries, image.bootstrap)
+            return _json(200, AccessedFiles.of(entries).to_json())
         if path == IMAGES_PATH:
             _allow(method, ["POST"], path)
             return await self._add(body)

@@ -244,14 +244,16 @@ def _log_path(cache_dir: Path, mountpoint: Path) -> Path:
 def accessed(api_socket: Path, output: Path | None, image_id: str) -> None:
     """Print the files of a served image read so far, in first-read order: a --prefetch-list.
 
-    Record a workload once, then rebuild the image with `lazyfly convert --prefetch-list FILE`
-    so that the next nodes fetch those files before they are asked for.
+    A file read only in parts is followed by a tab and the byte ranges of the chunks read. Record
+    a workload once, then rebuild the image with `lazyfly convert --prefetch-list FILE` so that
+    the next nodes fetch what it read before they are asked for it.
     """
     import trio
 
     from lazyfly.api.fusefs import AccessedFiles, accessed_path, parse_json
     from lazyfly.errors import LazyflyError, NotFound
     from lazyfly.http_unix import DEFAULT_REQUEST_TIMEOUT, request
+    from lazyfly.prefetch_list import format_prefetch_list
 
     async def fetch() -> tuple[int, bytes]:
         with trio.fail_after(DEFAULT_REQUEST_TIMEOUT):
@@ -262,13 +264,13 @@ def accessed(api_socket: Path, output: Path | None, image_id: str) -> None:
         raise NotFound(f"image {image_id} is not served by the daemon on {api_socket}")
     if status != 200:
         raise LazyflyError(f"daemon on {api_socket} answered {status}: {body[:200].decode(errors='replace')}")
-    paths = AccessedFiles.from_json(parse_json(body, "answer"), "answer").paths
-    text = "".join(f"{path}\n" for path in paths)
+    entries = AccessedFiles.from_json(parse_json(body, "answer"), "answer").entries()
+    text = format_prefetch_list(entries)
     if output is None:
         click.echo(text, nl=False)
     else:
         output.write_text(text)
-        click.echo(f"wrote {len(paths)} paths to {output}", err=True)
+        click.echo(f"wrote {len(entries)} paths to {output}", err=True)
 
 
 COMMANDS = [mount, umount, fusefs_daemon, accessed]

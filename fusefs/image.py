@@ -20,7 +20,6 @@ Rules:
   read up to its end is dropped from memory.
 """
 
-import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from lazyfly.backend.base import BlobBackend
 from lazyfly.errors import Corrupt
 from lazyfly.format.bootstrap_reader import Bootstrap
 from lazyfly.format.layout import ChunkRef, Inode
+from lazyfly.fusefs.access_log import AccessLog
 from lazyfly.fusefs.blob_reader import BlobReader, Chunk, plan_runs
 from lazyfly.fusefs.metadata_cache import MetadataCache
 from lazyfly.fusefs.read_ahead import ReadAhead
@@ -51,19 +51,20 @@ class MountedImage:
     pool: ReaderPool
     reference: str = ""
     read_amplify: int = 0
-    accessed: dict[int, None] = field(default_factory=dict)  # inodes read, in first-read order
     read_ahead: ReadAhead = field(default_factory=ReadAhead)
     metadata: MetadataCache = field(init=False)
+    accessed: AccessLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.metadata = MetadataCache(self.bootstrap)
+        self.accessed = AccessLog(self.bootstrap.chunk_size)
 
     async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray | memoryview:
         """Return up to `size` bytes of regular file `inode` from `offset` (short only at EOF)."""
         if not stat.S_ISREG(inode.mode) or offset >= inode.size or size <= 0:
             return b""
-        self.accessed.setdefault(inode.ino)
         size = min(size, inode.size - offset)
+        self.accessed.record(inode.ino, offset, size)
         refs = self.metadata.chunks_in_range(inode, offset, size)
         ahead = self.read_ahead.on_read(inode.ino, offset, size, inode.size)
         if ahead is not None:
@@ -180,15 +181,6 @@ class MountedImage:
             if stat.S_ISREG(neighbour.mode) and neighbour.size:
                 for ref in self.bootstrap.chunks(neighbour):
                     yield ref, False
-
-    def accessed_paths(self) -> list[str]:
-        """The paths of the files read so far, in first-read order (one path per inode)."""
-        order = {ino: rank for rank, ino in enumerate(self.accessed)}
-        found: dict[int, str] = {}
-        for path, inode in self.bootstrap.walk():
-            if inode.ino in order and inode.ino not in found:
-                found[inode.ino] = os.fsdecode(path)
-        return [found[ino] for ino in sorted(found, key=order.__getitem__)]
 
     def _cached_slices(self, refs: list[ChunkRef], offset: int, size: int) -> list[_Slice] | None:
         """Where each part of the range sits in the cache files; None if a chunk is not cached."""

@@ -10,7 +10,9 @@ Rules:
   logged and skipped), then with mode `table` the chunks of the bootstrap's prefetch table (same
   expansion) in blob order: the builder stores those files together in a blob of their own, so
   in blob order they come in a few large range requests, where the table's order (the order a
-  workload first read them) would scatter the batches across that blob,
+  workload first read them) would scatter the batches across that blob; when the image has such
+  a prefetch blob, only the table's chunks in it (of a file listed with byte ranges, the builder
+  put only those ranges' chunks there);
   with mode `all` then every remaining chunk the image's files reference, in blob order, then
   uncompressed offset order (chunks of a chunk-dictionary blob that no file uses are skipped).
   A chunk appears once in a plan, keyed by (blob index, uncompressed offset), however many files
@@ -136,6 +138,9 @@ def plan_prefetch(bootstrap: Bootstrap, settings: PrefetchSettings) -> list[Plan
                 continue
             for inode in files:
                 table += bootstrap.chunks(inode)
+        gathered = {i for i, blob in enumerate(bootstrap.blobs()) if blob.prefetch}
+        if gathered:
+            table = [ref for ref in table if ref.blob_index in gathered]
         add(sorted(table, key=lambda ref: (ref.blob_index, ref.compressed_offset)))
     elif settings.mode == "all":
         rest: dict[tuple[int, int], ChunkRef] = {}

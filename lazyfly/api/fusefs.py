@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from lazyfly.config import from_mapping, to_mapping
 from lazyfly.errors import InvalidArgument
+from lazyfly.prefetch_list import PrefetchEntry
 
 IMAGES_PATH = "/api/v1/images"
 DAEMON_PATH = "/api/v1/daemon"
@@ -171,9 +172,22 @@ class DaemonInfo(_Model):
 
 @dataclass
 class AccessedFiles(_Model):
-    """The absolute paths of the files of an image read so far, in the order first read."""
+    """The absolute paths of the files of an image read so far, in the order first read, and for
+    those not read whole, the byte ranges [offset, length] of the chunks read."""
 
     paths: list[str] = field(default_factory=list)
+    ranges: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, entries: list[PrefetchEntry]) -> Self:
+        """The body listing `entries`."""
+        ranges = {e.path: [list(span) for span in e.ranges] for e in entries if e.ranges is not None}
+        return cls([e.path for e in entries], ranges)
+
+    def entries(self) -> list[PrefetchEntry]:
+        """The files as prefetch-list entries."""
+        spans = {path: tuple((offset, length) for offset, length in r) for path, r in self.ranges.items()}
+        return [PrefetchEntry(path, spans.get(path)) for path in self.paths]
 
 
 @dataclass

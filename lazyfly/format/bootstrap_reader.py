@@ -17,6 +17,7 @@ from lazyfly.digest import blake3_digest
 from lazyfly.errors import Corrupt, NotFound
 from lazyfly.format.layout import (
     BLOB,
+    BLOB_FLAG_PREFETCH,
     BOOTSTRAP_MAGIC,
     BOOTSTRAP_VERSION,
     CHUNK_REF,
@@ -213,8 +214,8 @@ class Bootstrap:
         off, size = self._sections["blobs"]
         data = self._read(off, size) if size else b""
         return [
-            BlobInfo("sha256:" + d.hex(), csize, usize, count)
-            for d, csize, usize, count, _ in BLOB.iter_unpack(data)
+            BlobInfo("sha256:" + d.hex(), csize, usize, count, bool(flags & BLOB_FLAG_PREFETCH))
+            for d, csize, usize, count, flags in BLOB.iter_unpack(data)
         ]
 
     def prefetch(self) -> list[int]:

@@ -14,6 +14,7 @@ from lazyfly.digest import blake3_digest
 from lazyfly.errors import LocalProtocolError
 from lazyfly.format.layout import (
     BLOB,
+    BLOB_FLAG_PREFETCH,
     BOOTSTRAP_MAGIC,
     BOOTSTRAP_VERSION,
     CHUNK_REF,
@@ -149,7 +150,7 @@ def encode_bootstrap(
             b.compressed_size,
             b.uncompressed_size,
             b.chunk_count,
-            0,
+            BLOB_FLAG_PREFETCH if b.prefetch else 0,
         )
         for b in blobs
     )

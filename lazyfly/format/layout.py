@@ -54,6 +54,7 @@ CHUNK_REF = struct.Struct("<QQQIIII32s")
 XATTR = struct.Struct("<IIII")
 # sha256 of the blob, compressed size, uncompressed size, chunk count, flags
 BLOB = struct.Struct("<32sQQII8x")
+BLOB_FLAG_PREFETCH = 1  # the blob holds the chunks the prefetch table asks for
 PREFETCH = struct.Struct("<I")
 assert INODE.size == 96 and DIRENT.size == 12 and CHUNK_REF.size == 72 and BLOB.size == 64
 
@@ -86,12 +87,14 @@ class ChunkRef:
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo:
-    """A data blob of the image: its OCI digest (`sha256:hex`) and sizes."""
+    """A data blob of the image: its OCI digest (`sha256:hex`) and sizes; `prefetch` marks the
+    blob the builder stored the prefetch list's chunks in."""
 
     digest: str
     compressed_size: int
     uncompressed_size: int
     chunk_count: int
+    prefetch: bool = False
 
 
 @dataclass(slots=True)

@@ -92,18 +92,20 @@ def test_prefetch_list_is_recorded(corner_tree: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("source", ["directory", "tarball"])
-def test_files_of_the_prefetch_list_are_stored_together_in_a_blob_after_the_layers(
+def test_prefetch_list_chunks_are_stored_together_in_a_flagged_blob_after_the_layers(
     tmp_path: Path, source: str
 ):
     rng = random.Random(7)
     src = tmp_path / "src"
-    names = ["a/one", "a/two", "b/hot", "b/cold", "c/d/deep", "c/e", "z/last"]
+    names = ["a/one", "a/two", "b/hot", "b/cold", "c/d/deep", "c/e", "z/mapped"]
     for name in names:
+        size = 4 * CHUNK if name == "z/mapped" else rng.randrange(10 << 10, 200 << 10)
         (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(rng.randbytes(rng.randrange(10 << 10, 200 << 10)))
+        (src / name).write_bytes(rng.randbytes(size))
     (src / "c" / "link").symlink_to("../a/one")
     listing = tmp_path / "prefetch.txt"
-    listing.write_text("/c/\n/b/hot\n/a//two\n")
+    # a directory, files (one spelt with //), and byte ranges in chunks 1 and 3 of /z/mapped
+    listing.write_text(f"/c/\n/b/hot\n/a//two\n/z/mapped\t{CHUNK}:1000,{3 * CHUNK + 5}:10\n")
     given = src
     if source == "tarball":
         given = tmp_path / "src.tar"
@@ -112,19 +114,30 @@ def test_files_of_the_prefetch_list_are_stored_together_in_a_blob_after_the_laye
     lazyfly("build", given, "-o", out, "--chunk-size", "64KiB", "--prefetch-list", listing)
     with open_local_image(out) as local:
         boot = as_lazy_image(local).bootstrap
-    assert len(boot.blobs()) == 2  # the layer's blob, then the prefetch blob
+    assert [blob.prefetch for blob in boot.blobs()] == [False, True]  # the layer's, the prefetch blob
     placed = {"b/hot", "a/two", "c/d/deep", "c/e"}
-    prefetch_blob = []
+    gathered = []
     for name in names:
         refs = boot.chunks(boot.inode(boot.resolve("/" + name)))
-        assert {ref.blob_index for ref in refs} == ({1} if name in placed else {0}), name
-        prefetch_blob += refs if name in placed else []
-    spans = sorted((ref.compressed_offset, ref.compressed_size) for ref in prefetch_blob)
-    assert [offset for offset, _ in spans] == list(
-        itertools.accumulate([0] + [size for _, size in spans[:-1]])
-    )
-    assert boot.blobs()[1].chunk_count == len(prefetch_blob)
+        if name == "z/mapped":
+            assert [ref.blob_index for ref in refs] == [0, 1, 0, 1]
+        else:
+            assert {ref.blob_index for ref in refs} == ({1} if name in placed else {0}), name
+        gathered += [ref for ref in refs if ref.blob_index == 1]
+    spans = sorted((ref.compressed_offset, ref.compressed_size) for ref in gathered)
+    back_to_back = itertools.accumulate([0] + [size for _, size in spans[:-1]])
+    assert [offset for offset, _ in spans] == list(back_to_back)
+    assert boot.blobs()[1].chunk_count == len(gathered)
     assert "check: OK" in lazyfly("check", out, "--source", src).stdout
+
+
+def test_a_bad_range_in_the_prefetch_list_is_refused_with_its_line(tmp_path: Path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"x")
+    listing = tmp_path / "prefetch.txt"
+    listing.write_text("/f\t0:0\n")
+    proc = lazyfly("build", tmp_path / "src", "-o", tmp_path / "out", "--prefetch-list", listing, check=False)
+    assert proc.returncode != 0 and f"{listing}:1" in proc.stderr and "OFFSET:LENGTH" in proc.stderr
 
 
 def test_chunk_dictionary_dedups_against_another_image(built: Path, corner_tree: Path, tmp_path: Path):

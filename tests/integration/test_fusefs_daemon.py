@@ -334,6 +334,23 @@ def test_a_new_daemon_takes_over_a_killed_daemons_session_and_waiting_reads_comp
         first.cleanup()
 
 
+def test_a_file_read_in_parts_is_listed_with_the_ranges_of_its_chunks_read(daemon: Daemon, tmp_path: Path):
+    chunk = 64 << 10
+    data = random.Random(5).randbytes(16 * chunk)
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "lib.so").write_bytes(data)
+    lazyfly("build", tmp_path / "tree", "-o", tmp_path / "layout", "--chunk-size", "64KiB")
+    assert daemon.add("lib", tmp_path / "layout")[0] == 201
+    with open(daemon.mountpoint / "lib" / "lib.so", "rb") as f:
+        assert os.pread(f.fileno(), 100, 5 * chunk + 7) == data[5 * chunk + 7 :][:100]
+    (line,) = lazyfly("accessed", "--api-socket", daemon.socket, "lib").stdout.splitlines()
+    path, spans = line.split("\t")
+    ranges = [tuple(map(int, span.split(":"))) for span in spans.split(",")]
+    assert path == "/lib.so" and ranges[0][0] == 5 * chunk  # chunk-aligned, from the chunk read
+    assert all(offset % chunk == 0 for offset, _ in ranges)  # the kernel may have read ahead
+    assert sum(length for _, length in ranges) < len(data)
+
+
 def test_the_files_read_are_listed_in_first_read_order_as_a_prefetch_list(
     daemon: Daemon, images: dict[str, tuple[Path, Path]]
 ):

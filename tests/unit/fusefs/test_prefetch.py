@@ -102,7 +102,7 @@ def test_plan_puts_named_files_first_then_the_table_in_blob_order_each_chunk_onc
     assert "/missing" in caplog.text
     named_first = _once(_refs_of(boot, "/data/big", "/app"))
     assert plan[: len(named_first)] == named_first
-    assert plan[len(named_first) :] == _in_blob_order(_once(_refs_of(boot, "/etc/conf")))
+    assert plan[len(named_first) :] == _gathered(boot, _once(_refs_of(boot, "/etc/conf")))
     named = plan_prefetch(boot, PrefetchSettings(mode="none", files=["/app"]))
     assert [boot.resolve(p) for p in ("/etc/conf", "/app/lib")] == boot.prefetch()
     assert named == _once(_refs_of(boot, "/app/bin/main", "/app/lib/a.so", "/app/lib/b.so"))
@@ -111,13 +111,20 @@ def test_plan_puts_named_files_first_then_the_table_in_blob_order_each_chunk_onc
     assert plan_prefetch(boot, PrefetchSettings(mode="none", files=["/app", "/data/copy"])) == named
     assert plan_prefetch(boot, PrefetchSettings(mode="none")) == []
     table = plan_prefetch(boot, PrefetchSettings(mode="table"))
-    assert table == _in_blob_order(_once(_refs_of(boot, "/etc/conf", "/app/lib")))
+    assert table == _gathered(boot, _once(_refs_of(boot, "/etc/conf", "/app/lib")))
+    # /data/copy was stored before /app/lib/a.so (the build walks data/ first): their shared chunk
+    # stays in the layer's blob, out of the prefetch blob, and the table does not fetch it.
+    assert [blob.prefetch for blob in boot.blobs()] == [False, True]
+    assert {ref.blob_index for ref in _refs_of(boot, "/app/lib/a.so")} == {0}
+    assert {ref.blob_index for ref in _refs_of(boot, "/etc/conf", "/app/lib/b.so")} == {1}
     with pytest.raises(InvalidArgument):
         plan_prefetch(boot, PrefetchSettings(mode="everything"))
 
 
-def _in_blob_order(plan: list[tuple[int, ChunkRef]]) -> list[tuple[int, ChunkRef]]:
-    return sorted(plan, key=lambda entry: (entry[0], entry[1].compressed_offset))
+def _gathered(boot: Bootstrap, plan: list[tuple[int, ChunkRef]]) -> list[tuple[int, ChunkRef]]:
+    """The entries in the prefetch blob, in blob order: what a table plan holds."""
+    prefetch_blobs = {i for i, blob in enumerate(boot.blobs()) if blob.prefetch}
+    return sorted((e for e in plan if e[0] in prefetch_blobs), key=lambda e: (e[0], e[1].compressed_offset))
 
 
 def test_plan_all_takes_named_files_then_every_used_chunk_in_blob_order(images):
