@@ -11,9 +11,11 @@ snapshotter state, page cache dropped):
   numpy, scipy.linalg"`;
 - lazyfly: `lazyfly snapshotter` (with its fusefs daemon, default settings), `ctr-remote image
   rpull --snapshotter lazyfly`, then the same `ctr run` on the lazy image;
-- lazyfly + prefetch list: the same on an image converted with `--prefetch-list`, the files the
-  workload read in a recording run (`lazyfly accessed`), as Nydus users build theirs; the fusefs
-  daemon fetches those files in the background while the container starts.
+- lazyfly + prefetch list: the same on an image converted with `--prefetch-list`, what the
+  workload read in a recording run (`lazyfly accessed`: the files, and for those read in parts the
+  ranges of the chunks read), as Nydus users build theirs (eStargz users: `ctr-remote image
+  optimize`); the build stores those chunks together in the image's prefetch blob, and the fusefs
+  daemon fetches it in the background while the container starts.
 Printed: pull, run, total seconds and the bytes the registry sent, side by side, the ratio of the
 totals (goal ≤ 0.10 at 1 Gbit, ≤ 0.08 at 200 Mbit) and the lazy registry bytes as a share of the
 image (goal ≤ 7 %).
