@@ -9,8 +9,9 @@ on disk travel as (path, offset, length) and the workers read them, so reads ove
   dictionary) is referenced, not stored again;
 - chunks travel to the workers in batches of up to BATCH_BYTES; at most `window` batches are
   in flight, which bounds memory to window × (BATCH_BYTES + chunk size);
-- a chunk the prefetch list asks for is stored in the prefetch blob, every other one in the
-  current layer's blob (prefetch_placement.py).
+- a chunk the prefetch list asks for is stored in the prefetch blob (once; again there if an
+  earlier file or the chunk dictionary holds it elsewhere, so that the prefetch blob holds all
+  the list asks for), every other one in the current layer's blob (prefetch_placement.py).
 """
 
 import os
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from lazyfly.builder.blob_writer import BlobHandle, BlobWriter, StoredChunk
-from lazyfly.builder.chunk_work import FileRange, Prepared, prepare_buffers, prepare_file_ranges
+from lazyfly.builder.chunk_work import FileRange, Prepared, prepare_buffers, prepare_file_ranges, read_range
 from lazyfly.builder.prefetch_placement import PrefetchPlacement, wanted
 from lazyfly.builder.tree import Node
-from lazyfly.compression import Compressor
+from lazyfly.compression import Compressor, compress
 from lazyfly.prefetch_list import PrefetchEntry
 from lazyfly.progress import NullProgress, ProgressSink
 
@@ -68,6 +69,7 @@ class Chunker:
         self.window = 4 * (os.cpu_count() or 2)
         self._writer: BlobWriter | None = None
         self._placement, self._prefetch_writer = prefetch or (None, None)
+        self._prefetch_index: ChunkIndex = {}  # the chunks stored in the prefetch blob
         self._batch: list[_Item] = []
         self._batch_bytes = 0
         self._pending: deque[tuple[list[_Item], Future[list[Prepared]]]] = deque()
@@ -154,10 +156,11 @@ class Chunker:
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:
             batch, fut = self._pending.popleft()
-            for (node, offset, _, prefetch), prepared in zip(batch, fut.result(), strict=True):
-                self._consume(node, offset, prepared, prefetch)
+            for item, prepared in zip(batch, fut.result(), strict=True):
+                self._consume(item, prepared)
 
-    def _consume(self, node: Node, offset: int, p: Prepared, prefetch: bool) -> None:
+    def _consume(self, item: _Item, p: Prepared) -> None:
+        node, offset, source, prefetch = item
         stats = self.stats
         stats.chunks += 1
         stats.bytes_in += p.size
@@ -165,18 +168,25 @@ class Chunker:
         if p.hole:
             stats.holes += 1
             return
-        known = self.index.get(p.digest)
+        known = (self._prefetch_index if prefetch else self.index).get(p.digest)
         if known is not None:
             stats.deduplicated += 1
             node.chunks.append((offset, known))
             return
-        # A worker skips compression only for digests already in the index, so stored is set.
+        stored, compressor = p.stored, p.compressor
+        if stored is None:
+            # A worker skips compression only for digests already in the index: a listed chunk
+            # stored elsewhere before, to be stored again in the prefetch blob.
+            data = source if isinstance(source, bytes) else read_range(*source)
+            stored, compressor = compress(data, self.compressor)
         writer = self._prefetch_writer if prefetch else self._writer
-        assert p.stored is not None and writer is not None
-        chunk = writer.append(p.stored, p.size, p.compressor, p.digest)
-        self.index[p.digest] = chunk
+        assert writer is not None
+        chunk = writer.append(stored, p.size, compressor, p.digest)
+        self.index.setdefault(p.digest, chunk)
+        if prefetch:
+            self._prefetch_index[p.digest] = chunk
         stats.stored += 1
-        stats.bytes_stored += len(p.stored)
+        stats.bytes_stored += len(stored)
         node.chunks.append((offset, chunk))
 
 

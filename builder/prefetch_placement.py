@@ -12,9 +12,10 @@ of it than the recorded workload read.
 Rules: a file is placed when its path in the image is a listed path or lies below one (a listed
 directory means every file below it); paths are compared name by name, as the bootstrap's
 prefetch table finds them (empty names from `//` or a trailing `/` ignored); symlinks are not
-followed (list the files the workload reads, as `lazyfly accessed` writes them). A chunk goes
-where it is first stored: a listed file whose chunk an earlier file already stored keeps that
-chunk where it is.
+followed (list the files the workload reads, as `lazyfly accessed` writes them). Every chunk the
+list asks for is in the prefetch blob, even one an earlier file or the chunk dictionary stored
+elsewhere (it is stored again there, once: chunker.py), so that fetching the prefetch blob's
+chunks is fetching the list.
 """
 
 from collections.abc import Iterable

@@ -103,6 +103,7 @@ def test_prefetch_list_chunks_are_stored_together_in_a_flagged_blob_after_the_la
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(rng.randbytes(size))
     (src / "c" / "link").symlink_to("../a/one")
+    (src / "z" / "copy-of-hot").write_bytes((src / "b" / "hot").read_bytes())  # unlisted, walked first
     listing = tmp_path / "prefetch.txt"
     # a directory, files (one spelt with //), and byte ranges in chunks 1 and 3 of /z/mapped
     listing.write_text(f"/c/\n/b/hot\n/a//two\n/z/mapped\t{CHUNK}:1000,{3 * CHUNK + 5}:10\n")
@@ -128,6 +129,10 @@ def test_prefetch_list_chunks_are_stored_together_in_a_flagged_blob_after_the_la
     back_to_back = itertools.accumulate([0] + [size for _, size in spans[:-1]])
     assert [offset for offset, _ in spans] == list(back_to_back)
     assert boot.blobs()[1].chunk_count == len(gathered)
+    copy, hot = (boot.chunks(boot.inode(boot.resolve(path))) for path in ("/z/copy-of-hot", "/b/hot"))
+    assert [ref.digest for ref in copy] == [ref.digest for ref in hot]
+    if source == "directory":  # z/ is read before b/: the listed file's chunks are stored again
+        assert {ref.blob_index for ref in copy} == {0}
     assert "check: OK" in lazyfly("check", out, "--source", src).stdout
 
 
