@@ -3,8 +3,12 @@
 This module only translates: kernel requests to namespace and image calls, inode records to
 attributes, and error categories to errno, here and nowhere else (Corrupt, Unavailable and
 FailedPrecondition → EIO, NotFound → ENOENT). Rules: images never change, so entries and
-attributes of image inodes carry long timeouts and files open with keep_cache; the root lists
-images, which come and go, so its own timeouts are short. `.` and `..` are emitted by readdir
+attributes of image inodes carry long timeouts and files open with keep_cache, and a name missing
+from an image directory is answered as a negative entry (inode 0) with the same timeout, so that
+the kernel remembers it (a program starting looks for many files that are not there, the dynamic
+loader and Python's import system above all, and again in every container of the image); the
+root lists images, which come and go, so its own timeouts are short and a missing image is
+ENOENT. `.` and `..` are emitted by readdir
 (pyfuse3 does not add them).
 """
 
@@ -27,6 +31,14 @@ log = logging.getLogger(__name__)
 IMAGE_TIMEOUT = 86400.0  # images are immutable
 ROOT_TIMEOUT = 1.0  # the list of images changes
 BLOCK_SIZE = 4096
+
+
+def _absent() -> pyfuse3.EntryAttributes:
+    """A negative entry: the kernel answers ENOENT for the name until the timeout, by itself."""
+    attrs = pyfuse3.EntryAttributes()
+    attrs.st_ino = 0
+    attrs.entry_timeout = IMAGE_TIMEOUT
+    return attrs
 
 
 @contextlib.contextmanager
@@ -116,7 +128,7 @@ class LazyOperations(pyfuse3.Operations):
         with _errno():
             found = image.bootstrap.lookup(parent, name)
             if found is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
+                return _absent()
             return self._attrs(image, image.metadata.inode(found))
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:

@@ -14,7 +14,7 @@ import trio
 from lazyfly.fusefs.config import ImageSettings
 from lazyfly.fusefs.image_loader import load_image
 from lazyfly.fusefs.namespace import ROOT_INODE, Namespace
-from lazyfly.fusefs.operations import LazyOperations
+from lazyfly.fusefs.operations import IMAGE_TIMEOUT, LazyOperations
 
 LAZYFLY = Path(sys.executable).with_name("lazyfly")
 
@@ -83,6 +83,16 @@ def test_lookup_getattr_read_readlink_and_xattrs(image_dir: Path, tmp_path: Path
         assert _fuse_errno(excinfo) == pyfuse3.ENOATTR
         link = await ops.lookup(ROOT_INODE, b"link")
         assert await ops.readlink(link.st_ino, None) == b"dir/file.txt"
+
+    _run(image_dir, tmp_path, True, test)
+
+
+def test_a_name_missing_from_an_image_is_a_negative_entry_the_kernel_keeps(image_dir: Path, tmp_path: Path):
+    async def test(ops: LazyOperations, image) -> None:  # type: ignore[no-untyped-def]
+        top = await ops.lookup(ROOT_INODE, b"dir")
+        for parent in (ROOT_INODE, top.st_ino):
+            absent = await ops.lookup(parent, b"libmissing.so.1")
+            assert absent.st_ino == 0 and absent.entry_timeout == IMAGE_TIMEOUT
 
     _run(image_dir, tmp_path, True, test)
 
