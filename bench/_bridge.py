@@ -21,21 +21,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _netns import ShapedNamespace
+from _netns import ShapedNamespace, _sh
+
+from lazyfly.processes import stop_processes
 
 STOP_TIMEOUT = 15.0
-
-
-def _sh(*argv: str) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
-    return result.stdout
 
 
 def _quiet(*argv: str) -> None:
@@ -94,16 +88,7 @@ class BridgeNetwork:
 
     def stop(self) -> None:
         """SIGTERM every started process, SIGKILL what has not exited after STOP_TIMEOUT (Rule 2)."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for process in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes, STOP_TIMEOUT)
         self.processes.clear()
 
 

@@ -54,6 +54,8 @@ import yaml
 from _bridge import BridgeNetwork, bridge_network
 from _harness import CACHE, LAZYFLY, REPO, mb, mb_per_s, print_table
 
+from lazyfly.digest import sha256_file
+
 ORIGIN_BYTES_GOAL, IDEAL_GOAL, DIRECT_GOAL = 1.1, 1.5, 0.3
 ORIGIN_PORT, SCHEDULER_PORT, METRICS_PORT = 8080, 8002, 4002
 START_TIMEOUT = 60.0
@@ -231,7 +233,7 @@ def p2p_run(net: BridgeNetwork, peer_names: list[str], blob: Blob, work: Path, t
     ]  # fmt: skip
     run = run_clients(net, jobs, blob.size, daemons, timeout)
     for name in peer_names:
-        if _sha256(work / "out" / name) != blob.digest:
+        if sha256_file(str(work / "out" / name))[0] != f"sha256:{blob.digest}":
             raise RuntimeError(f"{name}: the copy's sha256 differs from the blob's")
 
     pieces, uploads = "lazyfly_peer_piece_bytes_total", "lazyfly_peer_upload_bytes_total"
@@ -241,14 +243,6 @@ def p2p_run(net: BridgeNetwork, peer_names: list[str], blob: Blob, work: Path, t
         f"(the seed uploaded {_metric(net, ['seed'], uploads)})"
     )
     return run
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verdict(value: float, goal: float) -> str:

@@ -49,8 +49,8 @@ class BlobWriter:
     queued, and a write error (a full disk) surfaces at the next append or at finish.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.handle = BlobHandle(path=path)
+    def __init__(self, path: Path, *, prefetch: bool = False) -> None:
+        self.handle = BlobHandle(path=path, prefetch=prefetch)
         self._file = open(path, "wb", buffering=0)
         self._sha = hashlib.sha256()
         self._entries: list[ChunkEntry] = []

@@ -93,7 +93,8 @@ def build_layers(
     workers = os.cpu_count() or 2
     with ThreadPoolExecutor(workers, thread_name_prefix="chunk") as pool:
         placement = PrefetchPlacement(options.prefetch)
-        prefetch = (placement, BlobWriter(partial.work / "blob-prefetch")) if placement else None
+        writer = BlobWriter(partial.work / "blob-prefetch", prefetch=True) if placement else None
+        prefetch = (placement, writer) if writer is not None else None
         chunker = Chunker(
             options.chunk_size, options.compressor, pool, index, progress or NullProgress(), prefetch
         )

@@ -96,9 +96,7 @@ class Chunker:
         if not writer.chunk_count:
             writer.abort()
             return None
-        handle = writer.finish()
-        handle.prefetch = True
-        return handle
+        return writer.finish()
 
     def abort(self) -> None:
         """Drop in-flight work and delete the partial blobs."""

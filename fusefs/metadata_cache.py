@@ -17,10 +17,10 @@ Rules:
 
 import bisect
 import stat
-from collections import OrderedDict
 
 from lazyfly.format.bootstrap_reader import Bootstrap
 from lazyfly.format.layout import ChunkRef, Inode
+from lazyfly.fusefs.lru import Lru
 
 DEFAULT_MAX_INODES = 4096
 DEFAULT_MAX_FILES = 64
@@ -58,35 +58,21 @@ class MetadataCache:
         max_refs: int = DEFAULT_MAX_REFS,
     ) -> None:
         self.bootstrap = bootstrap
-        self.max_inodes = max_inodes
-        self.max_files = max_files
         self.max_refs = max_refs
-        self._inodes: OrderedDict[int, Inode] = OrderedDict()
-        self._tables: OrderedDict[int, _ChunkTable] = OrderedDict()
+        self._inodes: Lru[int, Inode] = Lru(max_inodes)
+        self._tables: Lru[int, _ChunkTable] = Lru(max_files)
 
     def inode(self, ino: int) -> Inode:
         """Inode `ino` (NotFound outside the table)."""
-        found = self._inodes.get(ino)
-        if found is not None:
-            self._inodes.move_to_end(ino)
-            return found
-        found = self.bootstrap.inode(ino)
-        self._inodes[ino] = found
-        if len(self._inodes) > self.max_inodes:
-            self._inodes.popitem(last=False)
-        return found
+        return self._inodes.get(ino) or self._inodes.put(ino, self.bootstrap.inode(ino))
 
     def chunks_in_range(self, inode: Inode, offset: int, length: int) -> list[ChunkRef]:
         """The refs of regular file `inode` overlapping [offset, offset + length), in file order."""
         if not stat.S_ISREG(inode.mode) or length <= 0:
             return []
         table = self._tables.get(inode.ino)
-        if table is not None:
-            self._tables.move_to_end(inode.ino)
-            return table.in_range(offset, length)
-        if inode.count > self.max_refs:
-            return self.bootstrap.chunks_in_range(inode, offset, length)
-        table = self._tables[inode.ino] = _ChunkTable(self.bootstrap.chunks(inode))
-        if len(self._tables) > self.max_files:
-            self._tables.popitem(last=False)
+        if table is None:
+            if inode.count > self.max_refs:
+                return self.bootstrap.chunks_in_range(inode, offset, length)
+            table = self._tables.put(inode.ino, _ChunkTable(self.bootstrap.chunks(inode)))
         return table.in_range(offset, length)

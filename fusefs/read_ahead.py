@@ -40,7 +40,6 @@ Rules:
 """
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +48,7 @@ import trio
 from lazyfly.errors import LazyflyError
 from lazyfly.format.layout import ChunkRef
 from lazyfly.fusefs.blob_reader import BlobReader, Chunk
+from lazyfly.fusefs.lru import Lru
 from lazyfly.fusefs.recent_chunks import RecentChunks
 
 log = logging.getLogger(__name__)
@@ -138,24 +138,17 @@ class ReadAhead:
 
     def __init__(self, policy: ReadAheadPolicy | None = None, *, max_files: int = DEFAULT_MAX_FILES) -> None:
         self.policy = policy or ReadAheadPolicy()
-        self.max_files = max_files
         self.recent = RecentChunks(self.policy.memory)
         self.jobs_done = 0  # jobs fetched (or found with nothing left to fetch)
         self.jobs_dropped = 0  # jobs not queued because the queue was full
         self.jobs_failed = 0  # jobs whose fetch failed
         self._pending = 0
-        self._windows: OrderedDict[int, SequentialWindow] = OrderedDict()
+        self._windows: Lru[int, SequentialWindow] = Lru(max_files)
         self._send, self._receive = trio.open_memory_channel[_Job](QUEUE_LIMIT)
 
     def on_read(self, file_key: int, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
         """Tell the window of file `file_key` about a read; return the range to read ahead, if any."""
-        window = self._windows.get(file_key)
-        if window is None:
-            window = self._windows[file_key] = SequentialWindow(self.policy)
-            if len(self._windows) > self.max_files:
-                self._windows.popitem(last=False)
-        else:
-            self._windows.move_to_end(file_key)
+        window = self._windows.get(file_key) or self._windows.put(file_key, SequentialWindow(self.policy))
         return window.on_read(offset, size, file_size)
 
     @property

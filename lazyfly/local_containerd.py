@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lazyfly.errors import FailedPrecondition, Unavailable
 from lazyfly.mountinfo import mounts_under
+from lazyfly.processes import stop_processes
 
 CONTAINERD_BINARY = "containerd"
 DEFAULT_START_TIMEOUT = 30.0
@@ -124,12 +125,7 @@ def _wait_until_answering(running: LocalContainerd) -> None:
 
 
 def _stop(running: LocalContainerd) -> None:
-    running.process.send_signal(signal.SIGTERM)
-    try:
-        running.process.wait(DEFAULT_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        running.process.kill()
-        running.process.wait()
+    stop_processes([running.process], DEFAULT_STOP_TIMEOUT)
     for pid in processes_with_argument(str(running.address), "containerd-shim-runc-v2"):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -24,9 +24,8 @@ import grpc
 from dragonfly_api import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from google.protobuf import empty_pb2
 
-from lazyfly.errors import LazyflyError, NotFound, Unavailable
-from lazyfly.rpc.binding import rpc_errors
-from lazyfly.rpc.status import status_code
+from lazyfly.errors import NotFound, Unavailable
+from lazyfly.rpc.binding import abort_with, rpc_errors
 from lazyfly.scheduler.announce_peer import (
     SCHEDULE_INTERVAL,
     Answer,
@@ -118,12 +117,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         conversation = PeerConversation(self.state)
         try:
             await self._converse(conversation, context)
-        except LazyflyError as exc:
-            log.info("AnnouncePeer %s: %s: %s", conversation.peer_id, type(exc).__name__, exc)
-            await context.abort(status_code(exc), str(exc))
         except Exception as exc:
-            log.exception("AnnouncePeer %s failed", conversation.peer_id)
-            await context.abort(grpc.StatusCode.UNKNOWN, f"AnnouncePeer: {type(exc).__name__}: {exc}")
+            await abort_with(context, f"AnnouncePeer {conversation.peer_id}", exc)
         finally:
             conversation.close(self.clock())
 
@@ -143,11 +138,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 outcome = await self._schedule(conversation)
             if outcome is None:
                 continue
-            written = False
-            with anyio.move_on_after(DEFAULT_WRITE_TIMEOUT):
+            with anyio.move_on_after(DEFAULT_WRITE_TIMEOUT) as writing:
                 await context.write(response_of(outcome, self.state))
-                written = True
-            if not written:
+            if writing.cancelled_caught:
                 raise Unavailable(
                     f"peer {conversation.peer_id}: took no answer for {DEFAULT_WRITE_TIMEOUT:.0f} s"
                 )

@@ -9,15 +9,16 @@ messages in `_pb2`.
 Rules:
 - Rule 1: only unary-unary and unary-stream methods (all that snapshots v1 has); a client-streaming
   method is refused when the binding is made.
-- Rule 2: `rpc_errors` (unary methods) and `rpc_stream_errors` (server-streaming methods written as
-  async generators) are the one place a servicer's error categories become status codes
-  (lazyfly.rpc.status); anything else is logged and answered UNKNOWN.
+- Rule 2: `abort_with` is the one place a servicer's error categories become status codes
+  (lazyfly.rpc.status); anything else is logged and answered UNKNOWN. `rpc_errors` (unary methods)
+  and `rpc_stream_errors` (server-streaming methods written as async generators) apply it; a
+  bidirectional stream the binding does not make (the scheduler's AnnouncePeer) calls it itself.
 """
 
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -87,18 +88,11 @@ def rpc_errors(
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
             try:
                 answer = await method(self, request)
-            except LazyflyError as exc:
-                log.info("%s: %s: %s", name, type(exc).__name__, exc)
-                _observe(observe, self, name, status_code(exc))
-                await context.abort(status_code(exc), str(exc))
             except Exception as exc:
-                log.exception("%s failed", name)
-                _observe(observe, self, name, grpc.StatusCode.UNKNOWN)
-                await context.abort(grpc.StatusCode.UNKNOWN, f"{name}: {type(exc).__name__}: {exc}")
-            else:
-                _observe(observe, self, name, grpc.StatusCode.OK)
-                return answer
-            raise AssertionError("unreachable: abort raises")
+                _observe(observe, self, name, status_code(exc))
+                await abort_with(context, name, exc)
+            _observe(observe, self, name, grpc.StatusCode.OK)
+            return answer
 
         return wrapper
 
@@ -116,16 +110,23 @@ def rpc_stream_errors() -> Callable[[Callable[..., AsyncIterator[R]]], Callable[
             try:
                 async for message in method(self, request):
                     yield message
-            except LazyflyError as exc:
-                log.info("%s: %s: %s", name, type(exc).__name__, exc)
-                await context.abort(status_code(exc), str(exc))
             except Exception as exc:
-                log.exception("%s failed", name)
-                await context.abort(grpc.StatusCode.UNKNOWN, f"{name}: {type(exc).__name__}: {exc}")
+                await abort_with(context, name, exc)
 
         return wrapper
 
     return decorate
+
+
+async def abort_with(context: grpc.aio.ServicerContext, what: str, exc: Exception) -> NoReturn:
+    """End the call `what` with the status of `exc` (Rule 2): a LazyflyError's category, logged as
+    an answer; anything else UNKNOWN, logged with its traceback."""
+    if isinstance(exc, LazyflyError):
+        log.info("%s: %s: %s", what, type(exc).__name__, exc)
+        await context.abort(status_code(exc), str(exc))
+    log.error("%s failed", what, exc_info=exc)
+    await context.abort(grpc.StatusCode.UNKNOWN, f"{what}: {type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable: abort raises")
 
 
 def _observe(observe: CallObserver | None, servicer: Any, name: str, code: grpc.StatusCode) -> None:

@@ -94,7 +94,8 @@ class Conductor:
         task_id = request.task_id
         known = await anyio.to_thread.run_sync(self.store.meta.task, task_id)
         if known is None:
-            length = await content_length(self.http, request.url, request.header_map, self._auth(request))
+            auth = await self._auth(request)
+            length = await content_length(self.http, request.url, request.header_map, auth)
             plen = piece_length_for(length, request.piece_length)
             known = await anyio.to_thread.run_sync(self.store.register, task_id, request.url, length, plen)
         stored = {r.number for r in await anyio.to_thread.run_sync(self.store.meta.pieces_of, task_id)}
@@ -107,9 +108,7 @@ class Conductor:
             else:
                 await self._with_scheduler(request, progress, wanted)
         if progress.complete and not known.finished:
-            latest = await anyio.to_thread.run_sync(self.store.meta.task, task_id)
-            if latest is not None and not latest.finished:  # back-to-source finishes what it completes
-                await anyio.to_thread.run_sync(self.store.finish, task_id)
+            await anyio.to_thread.run_sync(self.store.finish, task_id)  # back-to-source may have already
             self.metrics.tasks.labels("finished").inc()
 
     async def _with_scheduler(
@@ -242,18 +241,19 @@ class Conductor:
             order=progress.order,
             on_piece=stored,
             bandwidth=self._bandwidth(request),
-            auth=self._auth(request),
+            auth=await self._auth(request),
         )
 
     def _bandwidth(self, request: DownloadRequest) -> RateLimiter:
         return self.bandwidths.prefetch if request.prefetch else self.bandwidths.download
 
-    def _auth(self, request: DownloadRequest) -> httpx.Auth | None:
+    async def _auth(self, request: DownloadRequest) -> httpx.Auth | None:
         if any(name.lower() == "authorization" for name in request.header_map):
             return None  # the client's own credentials go through as they are
         host = urlsplit(request.url).netloc
         if not host:
             return None
         if host not in self._auths:  # one per origin: its credentials are read once, its token reused
-            self._auths[host] = RegistryAuth.from_docker_config(host)
+            # a credential helper may block: not on the event loop
+            self._auths[host] = await anyio.to_thread.run_sync(RegistryAuth.from_docker_config, host)
         return self._auths[host]

@@ -68,7 +68,7 @@ class TaskProgress:
 
     def covers(self, numbers: set[int] | None) -> bool:
         """Whether a download in flight (or done) fetches every piece of `numbers` (None: all)."""
-        if self.complete:
+        if self.complete or (numbers is not None and self.started and numbers <= self.landed):
             return True
         if self.runs == 0:
             return False

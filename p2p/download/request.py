@@ -6,9 +6,11 @@ same on every peer because it follows REFERENCE.md §2 from the same fields.
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dragonfly_api import common_pb2
 
+from lazyfly.p2p.task.pieces import piece_count
 from lazyfly.p2p.task.task_id import DEFAULT_FILTERED_QUERY_PARAMS, task_id
 
 
@@ -32,9 +34,9 @@ class DownloadRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "header_map", dict(self.headers))
 
-    @property
+    @cached_property
     def task_id(self) -> str:
-        """The Dragonfly task id of this download."""
+        """The Dragonfly task id of this download (computed once: a sha256 over the fields)."""
         return task_id(
             self.url,
             tag=self.tag or None,
@@ -68,7 +70,7 @@ class DownloadRequest:
         if content_length is not None and piece_length is not None:
             message.actual_content_length = content_length
             message.actual_piece_length = piece_length
-            message.actual_piece_count = -(-content_length // piece_length)
+            message.actual_piece_count = piece_count(content_length, piece_length)
         return message
 
     @classmethod

@@ -31,7 +31,7 @@ Rules:
 
 import errno
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -83,6 +83,22 @@ class ProxyResponse:
 
 
 Handler = Callable[[ProxyRequest], Awaitable[ProxyResponse]]
+
+
+def error_response(
+    status: int, message: str, error_type: str = ERROR_TYPE_PROXY, headers: Sequence[tuple[str, str]] = ()
+) -> ProxyResponse:
+    """A plain-text error answer naming who failed in X-Dragonfly-Error-Type."""
+    body = message.encode()
+    return ProxyResponse(status, [*_error_headers(body, error_type), *headers], body)
+
+
+def _error_headers(body: bytes, error_type: str) -> list[tuple[str, str]]:
+    return [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        (ERROR_TYPE, error_type),
+    ]
 
 
 class _SendFailed(Exception):
@@ -310,12 +326,7 @@ async def _send_error(
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     body = message.encode()
-    headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        (ERROR_TYPE, ERROR_TYPE_PROXY),
-        ("Connection", "close"),
-    ]
+    headers = [*_error_headers(body, ERROR_TYPE_PROXY), ("Connection", "close")]
     try:
         await _send(stream, conn, h11.Response(status_code=status, headers=headers))
         await _send(stream, conn, h11.Data(data=body))

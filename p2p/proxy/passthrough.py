@@ -30,8 +30,7 @@ import http.cookiejar
 
 import httpx
 
-from lazyfly.p2p.proxy.headers import ERROR_TYPE, ERROR_TYPE_PROXY
-from lazyfly.p2p.proxy.http_server import ProxyRequest, ProxyResponse
+from lazyfly.p2p.proxy.http_server import ProxyRequest, ProxyResponse, error_response
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
@@ -66,7 +65,7 @@ def passthrough_client() -> httpx.AsyncClient:
 async def forward(client: httpx.AsyncClient, request: ProxyRequest) -> ProxyResponse:
     """Send `request` to its origin and stream the origin's answer back (Rules 1–5)."""
     if request.target.startswith("/") or "://" not in request.target:
-        return _error(400, f"proxy: {request.target!r} is not an absolute URL; a proxy needs one")
+        return error_response(400, f"proxy: {request.target!r} is not an absolute URL; a proxy needs one")
     try:
         url = httpx.URL(request.target)
         upstream = httpx.Request(
@@ -77,15 +76,17 @@ async def forward(client: httpx.AsyncClient, request: ProxyRequest) -> ProxyResp
             extensions={"timeout": _TIMEOUTS.as_dict()},
         )
     except httpx.InvalidURL as exc:
-        return _error(400, f"proxy: {request.target!r} is not a URL httpx can send: {exc}")
+        return error_response(400, f"proxy: {request.target!r} is not a URL httpx can send: {exc}")
     if not url.host:
-        return _error(400, f"proxy: {request.target!r} names no host")
+        return error_response(400, f"proxy: {request.target!r} names no host")
     try:
         response = await client.send(upstream, stream=True, follow_redirects=False)
     except httpx.UnsupportedProtocol as exc:
-        return _error(400, f"proxy: {request.target!r}: {exc}")
+        return error_response(400, f"proxy: {request.target!r}: {exc}")
     except httpx.TransportError as exc:
-        return _error(502, f"proxy: cannot reach {url.host}:{url.port or _default_port(url)}: {exc!r}")
+        return error_response(
+            502, f"proxy: cannot reach {url.host}:{url.port or _default_port(url)}: {exc!r}"
+        )
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
     if "transfer-encoding" in response.headers:
         # The origin's framing was chunked; its Content-Length, if any, is void (RFC 9112 §6.3).
@@ -118,13 +119,3 @@ def _end_to_end(headers: list[tuple[str, str]], *, answer: bool = False) -> list
 
 def _default_port(url: httpx.URL) -> int:
     return 443 if url.scheme == "https" else 80
-
-
-def _error(status: int, message: str) -> ProxyResponse:
-    body = message.encode()
-    headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        (ERROR_TYPE, ERROR_TYPE_PROXY),
-    ]
-    return ProxyResponse(status=status, headers=headers, body=body)

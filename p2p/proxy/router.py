@@ -30,7 +30,6 @@ from lazyfly.p2p.download.progress import TaskProgress
 from lazyfly.p2p.download.request import DownloadRequest
 from lazyfly.p2p.metrics import PeerMetrics
 from lazyfly.p2p.proxy.headers import (
-    ERROR_TYPE,
     ERROR_TYPE_BACKEND,
     ERROR_TYPE_PROXY,
     TASK_ID,
@@ -40,7 +39,7 @@ from lazyfly.p2p.proxy.headers import (
     download_options,
     parse_range,
 )
-from lazyfly.p2p.proxy.http_server import ProxyRequest, ProxyResponse
+from lazyfly.p2p.proxy.http_server import ProxyRequest, ProxyResponse, error_response
 from lazyfly.p2p.proxy.passthrough import HOP_BY_HOP, forward
 from lazyfly.p2p.task.pieces import piece
 
@@ -71,13 +70,13 @@ class ProxyRouter:
         try:
             options = download_options(headers)
         except InvalidArgument as exc:
-            return self._count("p2p", _error(400, str(exc), ERROR_TYPE_PROXY))
+            return self._count("p2p", error_response(400, str(exc), ERROR_TYPE_PROXY))
         url = request.target
         if url.startswith("/"):
             registry = options.registry or self.default_registry
             if registry is None:
                 return self._count(
-                    "passthrough", _error(400, f"{url}: no registry to mirror", ERROR_TYPE_PROXY)
+                    "passthrough", error_response(400, f"{url}: no registry to mirror", ERROR_TYPE_PROXY)
                 )
             url = registry.rstrip("/") + url
         if not self.rules.use_p2p(request.method, url, options):
@@ -112,11 +111,11 @@ class ProxyRouter:
                     await self.manager.download(dataclasses.replace(download, prefetch=True), None)
         except RangeNotSatisfiable as exc:
             headers = [("Content-Range", f"bytes */{progress.content_length}"), *task.items()]
-            return _error(416, str(exc), ERROR_TYPE_PROXY, headers)
+            return error_response(416, str(exc), ERROR_TYPE_PROXY, headers)
         except InvalidArgument as exc:
-            return _error(400, str(exc), ERROR_TYPE_PROXY, list(task.items()))
+            return error_response(400, str(exc), ERROR_TYPE_PROXY, list(task.items()))
         except LazyflyError as exc:
-            return _error(502, str(exc), ERROR_TYPE_BACKEND, list(task.items()))
+            return error_response(502, str(exc), ERROR_TYPE_BACKEND, list(task.items()))
         headers = [
             ("Content-Type", "application/octet-stream"),
             ("Accept-Ranges", "bytes"),
@@ -166,19 +165,3 @@ def _origin_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         for key, value in headers
         if key.lower() not in skipped and not key.lower().startswith(("x-dragonfly-", "proxy-"))
     ]
-
-
-def _error(
-    status: int, message: str, error_type: str, headers: list[tuple[str, str]] | None = None
-) -> ProxyResponse:
-    body = message.encode()
-    return ProxyResponse(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            (ERROR_TYPE, error_type),
-            *(headers or []),
-        ],
-        body,
-    )

@@ -15,7 +15,6 @@ Rules:
 """
 
 import errno
-import hashlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ import anyio
 from dragonfly_api import common_pb2, dfdaemon_pb2
 from google.protobuf import empty_pb2
 
+from lazyfly.digest import sha256_file
 from lazyfly.errors import Corrupt, FailedPrecondition, InvalidArgument, NotFound
 from lazyfly.p2p.download.manager import TaskManager
 from lazyfly.p2p.download.progress import TaskProgress
@@ -85,7 +85,7 @@ async def download_task(
             is_finished=progress.complete,
         )
         yield dfdaemon_pb2.DownloadTaskResponse(**ids, download_task_started_response=started)
-        while not progress.complete:
+        while True:
             for number in sorted(progress.landed - told):
                 told.add(number)
                 finished = dfdaemon_pb2.DownloadPieceFinishedResponse(piece=_piece_message(progress, number))
@@ -95,9 +95,6 @@ async def download_task(
             if progress.runs == 0:
                 raise progress.error or NotFound(f"task {progress.task_id}: the download stopped unfinished")
             await progress.wait_change()
-        for number in sorted(progress.landed - told):
-            finished = dfdaemon_pb2.DownloadPieceFinishedResponse(piece=_piece_message(progress, number))
-            yield dfdaemon_pb2.DownloadTaskResponse(**ids, download_piece_finished_response=finished)
         if download.HasField("output_path"):
             await _export(manager, request, Path(download.output_path), download.force_hard_link)
     finally:
@@ -110,21 +107,15 @@ async def _export(manager: TaskManager, request: DownloadRequest, output: Path, 
         algorithm, _, expected = request.digest.partition(":")
         if algorithm != "sha256" or not expected:
             raise InvalidArgument(f"digest {request.digest!r}: expected sha256:HEX")
-        actual = await anyio.to_thread.run_sync(_sha256_of, source)
-        if actual != expected.lower():
+        actual, _ = await anyio.to_thread.run_sync(sha256_file, str(source), HASH_BLOCK)
+        if actual != f"sha256:{expected.lower()}":
             await anyio.to_thread.run_sync(manager.store.delete, request.task_id)
             manager.forget(request.task_id)
-            raise Corrupt(f"task {request.task_id} ({request.url}): sha256 is {actual}, expected {expected}")
+            raise Corrupt(
+                f"task {request.task_id} ({request.url}): content is {actual}, expected {request.digest}"
+            )
     await anyio.to_thread.run_sync(_place, source, output, hard_link)
     await anyio.to_thread.run_sync(manager.store.touch, request.task_id)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _place(source: Path, output: Path, hard_link_only: bool) -> None:

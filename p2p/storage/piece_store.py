@@ -74,8 +74,10 @@ class PieceStore:
         return record, data
 
     def finish(self, task_id: str) -> TaskRecord:
-        """Mark the task finished once every piece is stored (Rule 2)."""
+        """Mark the task finished once every piece is stored (Rule 2); a finished task stays as it is."""
         task = self._task(task_id)
+        if task.finished:
+            return task
         have = {record.number for record in self.meta.pieces_of(task_id)}
         missing = [n for n in range(piece_count(task.content_length, task.piece_length)) if n not in have]
         if missing:

@@ -22,6 +22,7 @@ from lazyfly.errors import Unavailable
 from lazyfly.fusefs.mountpoint import mount_entry
 from lazyfly.http_unix import DEFAULT_REQUEST_TIMEOUT, request
 from lazyfly.mountinfo import mount_fields
+from lazyfly.processes import stop_processes
 
 pytestmark = pytest.mark.integration
 START_TIMEOUT = 30.0
@@ -108,13 +109,7 @@ class Daemon:
         return status, json.loads(body)
 
     def cleanup(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
+        stop_processes([self.process], STOP_TIMEOUT)
         subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
 
 

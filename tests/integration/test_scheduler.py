@@ -1,7 +1,6 @@
 """`lazyfly scheduler` over real gRPC on loopback, called with the dragonfly-api stubs: hosts, and
 AnnouncePeer streams driven as peers and a seed peer (a small DfdaemonUpload server in the test)."""
 
-import signal
 import subprocess
 from collections.abc import Iterator
 
@@ -14,6 +13,7 @@ from google.protobuf.message_factory import GetMessageClass
 from integration.cli import LAZYFLY
 
 from lazyfly.local_registry import free_port
+from lazyfly.processes import stop_processes
 
 pytestmark = pytest.mark.integration
 START_TIMEOUT = 30.0
@@ -40,12 +40,7 @@ def scheduler_address() -> Iterator[str]:
         yield address
     finally:
         channel.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_processes([process], 15)
 
 
 @pytest.fixture
