@@ -17,10 +17,14 @@ Rules:
 - `close` makes the data durable (fdatasync) before the map is marked clean (chunk_map.py, Rule 2).
 - Plain blocking file I/O; callers on an event loop run it in a worker thread, except reads of at
   most one FUSE request (image.py, Rule 2).
+- Writes to one data file take turns (a lock per cache): a buffered write holds the file's inode
+  lock anyway (ext4, xfs), and writers that met there spun on it instead of sleeping (6 % of both
+  CPUs while three read-ahead runs were stored at once, measured with perf).
 """
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 from lazyfly.digest import split_digest
@@ -43,6 +47,7 @@ class ChunkCache:
         self.data_path = data_path
         self.map = chunk_map
         self._fd: int | None = fd
+        self._write_lock = threading.Lock()
 
     @classmethod
     def open(cls, directory: Path, blob: BlobInfo) -> "ChunkCache":
@@ -115,8 +120,9 @@ class ChunkCache:
         view = memoryview(data)
         done = 0
         try:
-            while done < len(view):
-                done += os.pwrite(fd, view[done:], uncompressed_offset + done)
+            with self._write_lock:
+                while done < len(view):
+                    done += os.pwrite(fd, view[done:], uncompressed_offset + done)
         except OSError as exc:
             if exc.errno in _FULL:
                 raise CacheFull(
