@@ -103,6 +103,7 @@ def image_settings(request: AddImageRequest) -> ImageSettings:
         "backend": to_mapping(request.backend),
         "prefetch": to_mapping(request.prefetch),
         "merge_limit": request.merge_limit,
+        "read_ahead": request.read_ahead,
     }
     return from_mapping(ImageSettings, data, f"image {request.id}")
 

@@ -53,6 +53,12 @@ _IMAGE_HELP = (
     show_default=True,
     help="Largest single backend request when adjacent missing chunks are merged.",
 )
+@click.option(
+    "--read-ahead",
+    default="64MiB",
+    show_default=True,
+    help="Largest window fetched ahead of a file read sequentially; 0 turns read-ahead off.",
+)
 @click.option("--foreground", is_flag=True, help="Serve in this process instead of a background daemon.")
 def mount(
     image: str,
@@ -64,6 +70,7 @@ def mount(
     prefetch: str,
     prefetch_files: Path | None,
     merge_limit: str,
+    read_ahead: str,
     foreground: bool,
 ) -> None:
     """Mount a lazyfly image; chunks are fetched when read. Returns once the mount answers."""
@@ -77,6 +84,7 @@ def mount(
         backend=BackendSettings(backend, proxy_url, plain_http),
         prefetch=PrefetchSettings(prefetch, _read_list(prefetch_files) if prefetch_files else []),
         merge_limit=parse_size(merge_limit),
+        read_ahead=parse_size(read_ahead),
     )
     daemon = DaemonSettings(cache_dir=cache_dir.absolute())
     if foreground:

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lazyfly.api.fusefs import DEFAULT_READ_AHEAD
+
 DEFAULT_CACHE_DIR = Path("/var/lib/lazyfly/fusefs/cache")
 DEFAULT_MERGE_LIMIT = 4 << 20
 DEFAULT_MOUNT_TIMEOUT = 30.0
@@ -34,6 +36,7 @@ class ImageSettings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)
     merge_limit: int = DEFAULT_MERGE_LIMIT
+    read_ahead: int = DEFAULT_READ_AHEAD  # bytes: the largest read-ahead window; 0: none
 
 
 @dataclass

@@ -18,6 +18,7 @@ from lazyfly.format.bootstrap_reader import Bootstrap, open_bootstrap
 from lazyfly.fusefs.config import ImageSettings
 from lazyfly.fusefs.image import MountedImage
 from lazyfly.fusefs.namespace import Namespace
+from lazyfly.fusefs.read_ahead import ReadAhead
 from lazyfly.lazy_image import fetch_lazy_metadata
 from lazyfly.oci.locate import ImageLocation
 
@@ -57,7 +58,15 @@ async def load_image(
         await pool.release_backend(backend)
         raise
     return MountedImage(
-        image_id, slot, bootstrap, readers, backend, pool, str(location), read_amplify=settings.merge_limit
+        image_id,
+        slot,
+        bootstrap,
+        readers,
+        backend,
+        pool,
+        str(location),
+        read_amplify=settings.merge_limit,
+        read_ahead=ReadAhead.up_to(settings.read_ahead),
     )
 
 

@@ -37,6 +37,9 @@ Rules:
   moves the same copy to another thread and measured slower (the reader's own `dd` needs the
   other core).
 - Rule 6 (bounded memory): at most `max_files` files keep a window (least recently read dropped).
+- Rule 7 (setting): an image's `read_ahead` setting caps the window; the first window and each
+  backend request are no larger than the cap, and 0 turns read-ahead off (`ReadAhead.up_to`), for
+  images read at random where fetched-ahead bytes would be wasted.
 """
 
 import logging
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 
 import trio
 
+from lazyfly.api.fusefs import DEFAULT_READ_AHEAD
 from lazyfly.errors import LazyflyError
 from lazyfly.format.layout import ChunkRef
 from lazyfly.fusefs.blob_reader import BlobReader, Chunk
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 # (bench/coldstart.py: the loader's reads of big shared libraries looked sequential).
 SEQUENTIAL_READS = 8
 DEFAULT_INITIAL_WINDOW = 8 << 20
-DEFAULT_MAXIMUM_WINDOW = 64 << 20
+DEFAULT_MAXIMUM_WINDOW = DEFAULT_READ_AHEAD
 DEFAULT_RUN_LIMIT = 16 << 20  # compressed bytes per read-ahead backend request
 DEFAULT_MEMORY = 64 << 20  # bytes of read-ahead chunks kept in memory per image
 DEFAULT_WORKERS = 3
@@ -134,10 +138,20 @@ class _Job:
 
 
 class ReadAhead:
-    """The read-ahead of one image: a window per file, and the workers that fetch (Rules 3–5)."""
+    """The read-ahead of one image: a window per file, and the workers that fetch (Rules 3–5).
 
-    def __init__(self, policy: ReadAheadPolicy | None = None, *, max_files: int = DEFAULT_MAX_FILES) -> None:
+    `enabled=False` keeps the machinery (memory for chunks, workers) but never opens a window.
+    """
+
+    def __init__(
+        self,
+        policy: ReadAheadPolicy | None = None,
+        *,
+        enabled: bool = True,
+        max_files: int = DEFAULT_MAX_FILES,
+    ) -> None:
         self.policy = policy or ReadAheadPolicy()
+        self.enabled = enabled
         self.recent = RecentChunks(self.policy.memory)
         self.jobs_done = 0  # jobs fetched (or found with nothing left to fetch)
         self.jobs_dropped = 0  # jobs not queued because the queue was full
@@ -146,8 +160,24 @@ class ReadAhead:
         self._windows: Lru[int, SequentialWindow] = Lru(max_files)
         self._send, self._receive = trio.open_memory_channel[_Job](QUEUE_LIMIT)
 
+    @classmethod
+    def up_to(cls, window: int) -> "ReadAhead":
+        """Read-ahead whose windows (and backend requests) are at most `window` bytes; 0: none."""
+        if window < 0:
+            raise ValueError(f"read-ahead window {window} is negative")
+        if window == 0:
+            return cls(enabled=False)
+        limited = ReadAheadPolicy(
+            initial=min(DEFAULT_INITIAL_WINDOW, window),
+            maximum=window,
+            run_limit=min(DEFAULT_RUN_LIMIT, window),
+        )
+        return cls(limited)
+
     def on_read(self, file_key: int, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
         """Tell the window of file `file_key` about a read; return the range to read ahead, if any."""
+        if not self.enabled:
+            return None
         window = self._windows.get(file_key) or self._windows.put(file_key, SequentialWindow(self.policy))
         return window.on_read(offset, size, file_size)
 

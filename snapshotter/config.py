@@ -7,7 +7,7 @@ Paths left empty are derived from `root`: the fusefs daemon's mountpoint `ROOT/m
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lazyfly.api.fusefs import DEFAULT_MERGE_LIMIT
+from lazyfly.api.fusefs import DEFAULT_MERGE_LIMIT, DEFAULT_READ_AHEAD
 
 DEFAULT_ADDRESS = Path("/run/lazyfly/snapshotter.sock")
 DEFAULT_ROOT = Path("/var/lib/lazyfly/snapshotter")
@@ -31,6 +31,7 @@ class SnapshotterSettings:
     prefetch_workers: int = DEFAULT_PREFETCH_WORKERS  # concurrent prefetch requests per image
     metrics_address: str | None = None  # HOST:PORT of the Prometheus endpoint; None: none
     merge_limit: int = DEFAULT_MERGE_LIMIT  # bytes of one range request: a miss and what rides along
+    read_ahead: int = DEFAULT_READ_AHEAD  # the largest window fetched ahead of a sequential reader; 0: none
 
     @property
     def managed_fusefs(self) -> bool:

@@ -58,6 +58,7 @@ async def serve_snapshotter(
             peer_proxy=settings.peer_proxy,
             prefetch=PrefetchSpec(mode=settings.prefetch, workers=settings.prefetch_workers),  # type: ignore[arg-type]
             merge_limit=settings.merge_limit,
+            read_ahead=settings.read_ahead,
         ),
         metrics,
     )

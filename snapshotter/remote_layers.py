@@ -23,7 +23,13 @@ from dataclasses import dataclass
 
 import anyio
 
-from lazyfly.api.fusefs import DEFAULT_MERGE_LIMIT, AddImageRequest, BackendSpec, PrefetchSpec
+from lazyfly.api.fusefs import (
+    DEFAULT_MERGE_LIMIT,
+    DEFAULT_READ_AHEAD,
+    AddImageRequest,
+    BackendSpec,
+    PrefetchSpec,
+)
 from lazyfly.errors import AlreadyExists, FailedPrecondition, InvalidArgument, LazyflyError, NotFound
 from lazyfly.format import oci_image as fmt
 from lazyfly.oci.auth import RegistryAuth
@@ -51,6 +57,7 @@ class RemoteSettings:
     platform: str = "linux/amd64"
     prefetch: PrefetchSpec | None = None
     merge_limit: int = DEFAULT_MERGE_LIMIT
+    read_ahead: int = DEFAULT_READ_AHEAD
 
 
 @dataclass
@@ -189,6 +196,7 @@ class RemoteLayers:
             backend=backend,
             prefetch=self.settings.prefetch or PrefetchSpec(),
             merge_limit=self.settings.merge_limit,
+            read_ahead=self.settings.read_ahead,
         )
 
     def _exists(self, name: str) -> bool:

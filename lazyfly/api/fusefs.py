@@ -37,6 +37,7 @@ CACHE_GC_PATH = "/api/v1/cache/gc"
 ACCESSED_SUFFIX = "/accessed"
 METRICS_PATH = "/metrics"
 DEFAULT_MERGE_LIMIT = 1 << 20
+DEFAULT_READ_AHEAD = 64 << 20  # the largest window read ahead of a file read sequentially
 
 BackendKind = Literal["auto", "local", "registry", "proxy"]
 PrefetchMode = Literal["none", "table", "all"]
@@ -119,16 +120,20 @@ class AddImageRequest(_Model):
     backend: BackendSpec = field(default_factory=BackendSpec)
     prefetch: PrefetchSpec = field(default_factory=PrefetchSpec)
     merge_limit: int = DEFAULT_MERGE_LIMIT
+    read_ahead: int = DEFAULT_READ_AHEAD  # bytes; 0: no read-ahead
     slot: int = 0  # where the image's inodes live; 0: the next free slot (a takeover restores it)
 
     def check(self, where: str) -> None:
-        """The id and reference are not empty, the merge limit is positive, the slot not negative."""
+        """The id and reference are not empty, the merge limit is positive, the read-ahead and the
+        slot are not negative."""
         if not self.id:
             raise InvalidArgument(f"{where}: id: empty")
         if not self.reference:
             raise InvalidArgument(f"{where}: reference: empty")
         if self.merge_limit <= 0:
             raise InvalidArgument(f"{where}: merge_limit: {self.merge_limit} is not positive")
+        if self.read_ahead < 0:
+            raise InvalidArgument(f"{where}: read_ahead: {self.read_ahead} is negative")
         if self.slot < 0:
             raise InvalidArgument(f"{where}: slot: {self.slot} is negative")
         self.prefetch.check(where)

@@ -165,3 +165,39 @@ def test_a_large_file_read_sequentially_from_a_registry_equals_its_source(
             at = rng.randrange(len(data))  # a random reader in between, sharing the flights
             assert os.pread(scattered.fileno(), 4096, at) == data[at : at + 4096], at
     assert (point / "other.bin").read_bytes() == data[: 3 << 20]
+
+
+def _cached_bytes(cache: Path) -> int:
+    """Bytes the cache's sparse data files hold on disk (what was fetched so far)."""
+    return sum(path.stat().st_blocks * 512 for path in (cache / "blobs").glob("*.data"))
+
+
+def _read_head_sequentially(path: Path, length: int) -> None:
+    with open(path, "rb", buffering=0) as f:
+        while f.tell() < length:
+            assert f.read(256 << 10)
+
+
+@pytest.mark.parametrize(("read_ahead", "ahead_expected"), [("64MiB", True), ("0", False)])
+def test_the_read_ahead_setting_decides_whether_a_sequential_reader_is_fetched_ahead_of(
+    tmp_path: Path, mounts: Mounts, read_ahead: str, ahead_expected: bool
+):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(random.Random(5).randbytes(32 << 20))
+    out = tmp_path / "layout"
+    lazyfly("build", source, "-o", out, "--chunk-size", "64KiB", "--compressor", "none")
+    point = mounts.mount(out, "--prefetch", "none", "--merge-limit", "64KiB", "--read-ahead", read_ahead)
+    read = 8 << 20
+    _read_head_sequentially(point / "weights.bin", read)
+    # What the reads themselves fetch: the kernel's own read-ahead on top (its window is 1 MiB on
+    # the mount, and the next one is asked for before the reader reaches the end of the last).
+    on_demand = read + (2 << 20) + (64 << 10)
+    if ahead_expected:
+        deadline = time.monotonic() + 30
+        while _cached_bytes(tmp_path / "cache") <= on_demand + (4 << 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _cached_bytes(tmp_path / "cache") > on_demand + (4 << 20)
+    else:
+        time.sleep(0.5)  # time enough for read-ahead to have started, were it on
+        assert _cached_bytes(tmp_path / "cache") <= on_demand

@@ -29,6 +29,7 @@ def test_a_full_add_request_round_trips():
         backend=BackendSpec("proxy", "http://127.0.0.1:4001", plain_http=True),
         prefetch=PrefetchSpec("all", ["/bin/sh"], bandwidth=1 << 20, workers=4),
         merge_limit=4 << 20,
+        read_ahead=0,
     )
     assert AddImageRequest.from_json(through_json(request.to_json())) == request
 
@@ -38,6 +39,7 @@ def test_an_add_request_needs_only_id_and_reference():
     assert request.backend == BackendSpec()
     assert request.prefetch == PrefetchSpec()
     assert request.merge_limit == 1 << 20
+    assert request.read_ahead == 64 << 20
 
 
 def test_responses_round_trip():
@@ -65,6 +67,7 @@ def test_responses_round_trip():
         ),
         ({"id": "a", "reference": "x", "merge_limit": True}, "merge_limit: expected int"),
         ({"id": "a", "reference": "x", "merge_limit": 0}, "merge_limit: 0 is not positive"),
+        ({"id": "a", "reference": "x", "read_ahead": -1}, "read_ahead: -1 is negative"),
         ({"id": "", "reference": "x"}, "id: empty"),
         (["id", "a"], "expected a mapping"),
     ],

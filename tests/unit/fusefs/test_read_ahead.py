@@ -181,3 +181,22 @@ def test_the_default_policy_waits_for_eight_reads_in_a_row():
     window = SequentialWindow(ReadAheadPolicy())
     asked = _reads(window, [n * MiB for n in range(8)])
     assert asked[:7] == [None] * 7 and asked[7] is not None
+
+
+def test_a_read_ahead_setting_caps_the_first_window_and_each_backend_request():
+    read_ahead = ReadAhead.up_to(2 * MiB)
+    asked = [read_ahead.on_read(1, n * MiB, MiB, BIG) for n in range(12)]
+    windows = [ahead for ahead in asked if ahead is not None]
+    assert windows and all(stop - start <= 2 * MiB for start, stop in windows)
+    assert read_ahead.policy.run_limit == 2 * MiB
+    assert ReadAhead.up_to(1 << 30).policy.run_limit == ReadAheadPolicy().run_limit
+
+
+def test_a_read_ahead_setting_of_zero_never_reads_ahead():
+    read_ahead = ReadAhead.up_to(0)
+    assert [read_ahead.on_read(1, n * MiB, MiB, BIG) for n in range(64)] == [None] * 64
+
+
+def test_a_negative_read_ahead_setting_is_refused():
+    with pytest.raises(ValueError, match="negative"):
+        ReadAhead.up_to(-1)
