@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import subprocess
 import time
 import urllib.request
@@ -51,14 +52,33 @@ def unmount(point: Path) -> None:
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A mount made by `mounted`: where, how long the command took, and the daemon serving it."""
+
+    point: Path
+    seconds: float
+    daemon_pid: int
+
+
 @contextlib.contextmanager
-def mounted(image: str | Path, point: Path, cache: Path, *flags: str) -> Iterator[tuple[Path, float]]:
-    """Mount `image` on `point` with its chunk cache in `cache`; yield (point, seconds the mount took)."""
+def mounted(image: str | Path, point: Path, cache: Path, *flags: str) -> Iterator[Mount]:
+    """Mount `image` on `point` with its chunk cache in `cache` for the context's length."""
     point.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        lazyfly_run("mount", image, point, "--cache-dir", cache, *flags)
-        yield point, time.perf_counter() - start
+        out = lazyfly_run("mount", image, point, "--cache-dir", cache, *flags)
+        seconds = time.perf_counter() - start
+        found = re.search(r"daemon pid (\d+)", out)
+        if found is None:
+            raise RuntimeError(f"lazyfly mount did not name its daemon: {out.strip()}")
+        yield Mount(point, seconds, int(found.group(1)))
     finally:
         unmount(point)
 

@@ -25,11 +25,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _fuse_harness import data_blobs, lazyfly_run, mounted, random_reads, write_random_file
+from _fuse_harness import (
+    Mount,
+    cpu_seconds,
+    data_blobs,
+    lazyfly_run,
+    mounted,
+    random_reads,
+    write_random_file,
+)
 from _harness import CACHE, REPO, cached, mb, mb_per_s, print_table, timed, tree_bytes
 
 sys.path.insert(0, str(REPO / "tests"))
-from fixtures.registry import start_registry
+from fixtures.registry import RunningRegistry, start_registry
 
 from lazyfly.units import format_size, parse_size
 
@@ -37,6 +45,7 @@ COLD_RATIO_GOAL = 0.7
 WARM_RATIO_GOAL = 0.9
 P99_GOAL_S = 1e-3
 BLOCK = 4096
+GiB = 1 << 30
 TAG = "v1"
 
 Row = tuple[str, str, str]
@@ -63,8 +72,12 @@ def _ratio_row(label: str, ratio: float, goal: float) -> Row:
     return (label, f"{ratio:.2f}", f"medians; goal >= {goal} ({verdict})")
 
 
-def cold_part(registry_url: str, host: str, big: Path, work: Path, rounds: int) -> list[Row]:
-    blobs = data_blobs(registry_url, "big", TAG)
+def _cpu_per_gib(seconds: list[float], size: int) -> float:
+    return statistics.median(seconds) * GiB / size
+
+
+def cold_part(registry: RunningRegistry, big: Path, work: Path, rounds: int) -> list[Row]:
+    blobs = data_blobs(registry.url, "big", TAG)
     if len(blobs) != 1:
         raise RuntimeError(f"expected one data blob in big:{TAG}, found {len(blobs)}")
     blob = blobs[0]
@@ -72,36 +85,55 @@ def cold_part(registry_url: str, host: str, big: Path, work: Path, rounds: int) 
     curl_times: list[float] = []
     mount_times: list[float] = []
     mount_setup: list[float] = []
+    cpu: dict[str, list[float]] = {"registry for curl": [], "registry for the mount": [], "daemon": []}
     for n in range(rounds):
         print(f"(a) cold round {n + 1}/{rounds}: curl of the {mb(blob.size)} blob, then a fresh mount ...")
+        before = cpu_seconds(registry.pid)
         curl_times.append(timed(["curl", "-sSfL", "-o", "/dev/null", blob.url]))
+        cpu["registry for curl"].append(cpu_seconds(registry.pid) - before)
         cache = work / f"cold-cache-{n}"
-        image = f"{host}/big:{TAG}"
-        with mounted(image, work / "mnt-cold", cache, "--plain-http", "--prefetch", "none") as (point, setup):
-            mount_setup.append(setup)
-            mount_times.append(timed(_dd([point / big.name])))
+        image = f"{registry.host}/big:{TAG}"
+        with mounted(image, work / "mnt-cold", cache, "--plain-http", "--prefetch", "none") as mount:
+            mount_setup.append(mount.seconds)
+            before, daemon_before = cpu_seconds(registry.pid), cpu_seconds(mount.daemon_pid)
+            mount_times.append(timed(_dd([mount.point / big.name])))
+            cpu["daemon"].append(cpu_seconds(mount.daemon_pid) - daemon_before)
+            cpu["registry for the mount"].append(cpu_seconds(registry.pid) - before)
     curl_s, mount_s = statistics.median(curl_times), statistics.median(mount_times)
+    per_gib = {name: _cpu_per_gib(seconds, size) for name, seconds in cpu.items()}
     return [
         ("cold: curl of the data blob", mb_per_s(blob.size, curl_s), _seconds(curl_times)),
         ("cold: dd of the file via fresh mount", mb_per_s(size, mount_s), _seconds(mount_times)),
         ("cold: mount command (not in the above)", f"{statistics.median(mount_setup):.2f} s", "median"),
         _ratio_row("cold ratio mount / curl", (size / mount_s) / (blob.size / curl_s), COLD_RATIO_GOAL),
+        (
+            "cold: CPU per GiB, daemon",
+            f"{per_gib['daemon']:.2f} s",
+            f"registry {per_gib['registry for the mount']:.2f} s "
+            f"(for curl {per_gib['registry for curl']:.2f} s)",
+        ),
     ]
 
 
-def _sequential(label: str, native: list[Path], mounted_paths: list[Path], rounds: int) -> list[Row]:
+def _sequential(
+    label: str, native: list[Path], mount: Mount, mounted_paths: list[Path], rounds: int
+) -> list[Row]:
     data = sum(p.stat().st_size for p in native)
     native_times: list[float] = []
     mount_times: list[float] = []
+    daemon_cpu: list[float] = []
     for n in range(rounds):
         print(f"(b) warm {label} round {n + 1}/{rounds}: dd native, then dd through the mount ...")
         native_times.append(timed(_dd(native)))
+        before = cpu_seconds(mount.daemon_pid)
         mount_times.append(timed(_dd(mounted_paths)))
+        daemon_cpu.append(cpu_seconds(mount.daemon_pid) - before)
     native_s, mount_s = statistics.median(native_times), statistics.median(mount_times)
     return [
         (f"warm {label}: native dd", mb_per_s(data, native_s), _seconds(native_times)),
         (f"warm {label}: dd via mount", mb_per_s(data, mount_s), _seconds(mount_times)),
         _ratio_row(f"warm {label} ratio mount / native", native_s / mount_s, WARM_RATIO_GOAL),
+        (f"warm {label}: daemon CPU per GiB", f"{_cpu_per_gib(daemon_cpu, data):.2f} s", "median"),
     ]
 
 
@@ -131,18 +163,21 @@ def warm_part(
     parts = sorted((data / "set").iterdir())
     set_cache = work / "set-cache"
     with contextlib.ExitStack() as stack:
-        big_point, _ = stack.enter_context(
+        big_mount = stack.enter_context(
             mounted(f"{host}/big:{TAG}", work / "mnt-big", big_cache, "--plain-http", "--prefetch", "none")
         )
-        set_point, _ = stack.enter_context(
+        set_mount = stack.enter_context(
             mounted(f"{host}/set:{TAG}", work / "mnt-set", set_cache, "--plain-http", "--prefetch", "none")
         )
+        big_point, set_point = big_mount.point, set_mount.point
         print("(b) warm: filling the chunk caches (one read of every file through the mounts) ...")
         fill_s = timed(_dd([big_point / big.name] + [set_point / p.name for p in parts]))
         fill_bytes = big.stat().st_size + sum(p.stat().st_size for p in parts)
         rows: list[Row] = [("warm: cache fill (setup)", mb_per_s(fill_bytes, fill_s), f"{fill_s:.1f} s")]
-        rows += _sequential(f"{format_size(big.stat().st_size)} file", [big], [big_point / big.name], rounds)
-        rows += _sequential(f"{len(parts)}-file set", parts, [set_point / p.name for p in parts], rounds)
+        big_label = f"{format_size(big.stat().st_size)} file"
+        rows += _sequential(big_label, [big], big_mount, [big_point / big.name], rounds)
+        set_label = f"{len(parts)}-file set"
+        rows += _sequential(set_label, parts, set_mount, [set_point / p.name for p in parts], rounds)
         rows += _random(big, big_point / big.name, count, rounds, seed)
         return rows
 
@@ -170,7 +205,7 @@ def main() -> None:
             lazyfly_run("build", data / name, "-o", work / f"layout-{name}")
             lazyfly_run("push", work / f"layout-{name}", f"{registry.host}/{name}:{TAG}", "--plain-http")
         try:
-            rows += cold_part(registry.url, registry.host, data / "big" / "big.bin", work, args.rounds)
+            rows += cold_part(registry, data / "big" / "big.bin", work, args.rounds)
         except RuntimeError as error:
             print(f"(a) cold FAILED: {error}")
             rows.append(("cold part", "not measured", "failed, see above"))
