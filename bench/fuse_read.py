@@ -14,6 +14,10 @@ image (`lazyfly build`, `big` and `set`), pushed to a loopback docker-registry.
     through the mount against the same files on the native disk (goal >= 0.9x), then random 4 KiB
     preads of the big file, IOPS and p50/p99 latency on both (goal: p99 under 1 ms through the mount).
 
+Both parts also print CPU seconds per GiB (user and system time of the daemon, and in the cold
+part of the registry, for the mount's range requests and for curl), which this machine's noise
+moves less than wall times.
+
 Every pass starts with the page cache dropped, so both sides of a ratio read from disk. Mounts are
 always unmounted and the registry stopped, even when a pass fails.
 """
