@@ -52,6 +52,7 @@ class MountedImage:
     reference: str = ""
     read_amplify: int = 0
     read_ahead: ReadAhead = field(default_factory=ReadAhead)
+    manifest_digest: str = ""  # names the bootstrap's file in the cache (image_loader.py)
     metadata: MetadataCache = field(init=False)
     accessed: AccessLog = field(init=False)
 

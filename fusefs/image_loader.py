@@ -15,6 +15,7 @@ import trio
 from lazyfly.backend.factory import open_backend
 from lazyfly.errors import Corrupt
 from lazyfly.format.bootstrap_reader import Bootstrap, open_bootstrap
+from lazyfly.fusefs.cache_gc import BLOBS_DIR, BOOTSTRAPS_DIR, INCOMING_PREFIX
 from lazyfly.fusefs.config import ImageSettings
 from lazyfly.fusefs.image import MountedImage
 from lazyfly.fusefs.namespace import Namespace
@@ -51,7 +52,7 @@ async def load_image(
     readers = []
     try:
         for blob in blobs:
-            readers.append(pool.acquire(cache_dir / "blobs", blob, backend, settings.merge_limit))
+            readers.append(pool.acquire(cache_dir / BLOBS_DIR, blob, backend, settings.merge_limit))
     except BaseException:
         for reader in readers:
             await pool.release(reader)
@@ -67,18 +68,19 @@ async def load_image(
         str(location),
         read_amplify=settings.merge_limit,
         read_ahead=ReadAhead.up_to(settings.read_ahead),
+        manifest_digest=meta.descriptor.digest,
     )
 
 
 def _store_bootstrap(cache_dir: Path, manifest_digest: str, data: bytes) -> Path:
-    directory = cache_dir / "bootstraps"
+    directory = cache_dir / BOOTSTRAPS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / manifest_digest.replace(":", "-")
     if path.is_file():
         return path
     boot = Bootstrap(data)
     boot.verify_all()
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".incoming-")
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=INCOMING_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -129,15 +129,22 @@ class ServedImages:
             await _close(image)
 
     async def collect_cache(self) -> CacheGcResult:
-        """Delete the cache files of blobs no served image reads (cache_gc.py)."""
+        """Delete the cache files of blobs no served image reads and the bootstraps of images no
+        longer served (cache_gc.py)."""
         if self._adding:
             raise FailedPrecondition(
                 f"images are being added ({', '.join(sorted(self._adding))}): collect later"
             )
-        keep = {reader.blob.digest for reader in self.namespace.readers.readers()}
-        result = await trio.to_thread.run_sync(collect_cache, self.cache_dir / "blobs", keep)
-        if result.removed:
-            log.info("cache: deleted %d blobs, %d bytes", len(result.removed), result.freed_bytes)
+        blobs = {reader.blob.digest for reader in self.namespace.readers.readers()}
+        bootstraps = {image.manifest_digest for image in self.namespace}
+        result = await trio.to_thread.run_sync(collect_cache, self.cache_dir, blobs, bootstraps)
+        if result.removed or result.bootstraps:
+            log.info(
+                "cache: deleted %d blobs and %d bootstraps, %d bytes",
+                len(result.removed),
+                len(result.bootstraps),
+                result.freed_bytes,
+            )
         return result
 
     def prefetch_stats(self, image_id: str) -> PrefetchStats | None:

@@ -197,10 +197,12 @@ class AccessedFiles(_Model):
 
 @dataclass
 class CacheGcResult(_Model):
-    """What a cache collection deleted: the blobs' digests and the disk space freed."""
+    """What a cache collection deleted: the blobs' digests, the disk space freed, and the manifest
+    digests of the images whose bootstraps went."""
 
     removed: list[str] = field(default_factory=list)
     freed_bytes: int = 0
+    bootstraps: list[str] = field(default_factory=list)
 
 
 @dataclass

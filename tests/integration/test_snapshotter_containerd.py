@@ -254,12 +254,16 @@ def test_an_image_removed_from_containerd_stops_being_served_and_its_cache_is_co
     ref = f"{registry.host}/collected:v1"
     push_small_image(tmp_path, {"etc/hello": "collect me\n"}, ref)
     before = set(fusefs_images(snapshotter))
+    bootstraps = snapshotter.root / "cache" / "bootstraps"
+    bootstraps_before = set(bootstraps.glob("*"))
     rpull(containerd, ref)
     assert run(containerd, ref, BB, "cat", "/etc/hello", mounts=[BUSYBOX]) == "collect me\n"
     (image_id,) = set(fusefs_images(snapshotter)) - before
     blobs = list(data_blobs(registry, ref))
     cache = snapshotter.root / "cache" / "blobs"
     assert all((cache / f"{digest.replace(':', '-')}.data").exists() for digest in blobs)
+    added_bootstraps = set(bootstraps.glob("*")) - bootstraps_before
+    assert added_bootstraps
 
     containerd.ctr("image", "rm", "--sync", ref)  # containerd collects the snapshots, then Cleanup
     deadline = time.monotonic() + RECONNECT_TIMEOUT
@@ -267,6 +271,7 @@ def test_an_image_removed_from_containerd_stops_being_served_and_its_cache_is_co
         time.sleep(0.5)
     assert image_id not in fusefs_images(snapshotter)
     assert not any((cache / f"{digest.replace(':', '-')}.data").exists() for digest in blobs)
+    assert not any(path.exists() for path in added_bootstraps)
 
 
 def test_the_snapshotter_counts_calls_and_lazy_layers_and_shows_its_state_in_prometheus_metrics(
