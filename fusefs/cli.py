@@ -160,7 +160,7 @@ def umount(mountpoint: Path) -> None:
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML file of daemon settings: cache_dir, mount_timeout, allow_other.",
+    help="YAML file of daemon settings: cache_dir, mount_timeout, allow_other, read_ahead_kb.",
 )
 @click.option(
     "--cache-dir",
