@@ -1,9 +1,9 @@
 """Deleting the cache files of blobs, and the bootstraps of images, that nothing served uses any more.
 
 A blob's cache is two files in CACHE/blobs, `<algo>-<hex>.data` and `<algo>-<hex>.map`
-(chunk_cache.py); an image's verified bootstrap is CACHE/bootstraps/`<algo>-<hex>`, named by its
-manifest digest (image_loader.py). When the snapshotter stops serving an image, it asks the daemon
-to collect.
+(chunk_cache.py); an image's bootstrap and manifest are CACHE/bootstraps/`<algo>-<hex>` and
+`<algo>-<hex>.manifest`, named by its manifest digest (bootstrap_store.py). When the snapshotter
+stops serving an image, it asks the daemon to collect.
 
 Rules:
 - Rule 1: a blob's files are deleted only when its digest is not open in the reader pool, and a
@@ -19,12 +19,11 @@ import re
 from pathlib import Path
 
 from lazyfly.api.fusefs import CacheGcResult
+from lazyfly.fusefs.bootstrap_store import BOOTSTRAPS_DIR, INCOMING_PREFIX
+from lazyfly.fusefs.chunk_cache import BLOBS_DIR
 
 _CACHE_FILE = re.compile(r"^(?P<algo>[a-z0-9]+)-(?P<hex>[0-9a-f]{32,128})\.(?:data|map)$")
-_BOOTSTRAP_FILE = re.compile(r"^(?P<algo>[a-z0-9]+)-(?P<hex>[0-9a-f]{32,128})$")
-BLOBS_DIR = "blobs"
-BOOTSTRAPS_DIR = "bootstraps"
-INCOMING_PREFIX = ".incoming-"  # a bootstrap being written, renamed into place once verified
+_BOOTSTRAP_FILE = re.compile(r"^(?P<algo>[a-z0-9]+)-(?P<hex>[0-9a-f]{32,128})(?:\.manifest)?$")
 
 
 def collect_cache(cache_dir: Path, keep_blobs: set[str], keep_bootstraps: set[str]) -> CacheGcResult:

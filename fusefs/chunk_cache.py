@@ -32,6 +32,7 @@ from lazyfly.errors import Corrupt, FailedPrecondition
 from lazyfly.format.layout import BlobInfo
 from lazyfly.fusefs.chunk_map import ChunkMap
 
+BLOBS_DIR = "blobs"  # where in the daemon's cache directory the blobs' caches live
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -3,6 +3,7 @@
 import errno
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -123,6 +124,35 @@ def test_killed_registry_gives_eio_not_a_hang(layout: Path, tmp_path: Path, moun
         (point / "large" / "big.bin").read_bytes()
     assert excinfo.value.errno == errno.EIO
     assert time.monotonic() - started < 120  # bounded retries, not a hang (not a speed claim)
+
+
+def test_an_image_pinned_by_digest_mounts_again_from_its_cache_while_the_registry_is_down(
+    layout: Path, corner_tree: Path, tmp_path: Path, mounts: Mounts
+):
+    from fixtures.registry import start_registry
+
+    running = start_registry(tmp_path)
+    try:
+        pushed = lazyfly("push", layout, f"{running.host}/corner:v1", "--plain-http").stdout
+        digest = re.search(r"@(sha256:[0-9a-f]{64})", pushed).group(1)
+        pinned = f"{running.host}/corner@{digest}"
+        point = mounts.mount(pinned, "--plain-http", "--prefetch", "none")
+        assert compare_trees(corner_tree, point) == []  # every chunk read, so every chunk cached
+        lazyfly("umount", point)
+    finally:
+        running.stop()
+    point = mounts.mount(pinned, "--plain-http", "--prefetch", "none")
+    assert compare_trees(corner_tree, point) == []
+    by_tag = lazyfly(
+        "mount",
+        f"{running.host}/corner:v1",
+        tmp_path / "by-tag",
+        "--plain-http",
+        "--cache-dir",
+        tmp_path / "cache",
+        check=False,
+    )
+    assert by_tag.returncode != 0 and "Traceback" not in by_tag.stderr  # a tag needs the registry
 
 
 def test_full_cache_disk_still_serves_reads(layout: Path, corner_tree: Path, tmp_path: Path, mounts: Mounts):

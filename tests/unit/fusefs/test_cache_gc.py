@@ -32,12 +32,17 @@ def test_the_bootstraps_of_images_no_longer_served_and_dead_adds_leftovers_are_d
     bootstraps.mkdir()
     for digest in (SERVED, GONE):
         (bootstraps / _name(digest)).write_bytes(b"b" * 8192)
+        (bootstraps / f"{_name(digest)}.manifest").write_bytes(b"{}")
     (bootstraps / ".incoming-k2j4x9").write_bytes(b"half" * 2048)
     (bootstraps / "README").write_text("not a bootstrap")
     result = collect_cache(tmp_path, set(), {SERVED})
     assert result.bootstraps == [GONE] and result.removed == []
     assert result.freed_bytes >= 2 * 8192
-    assert sorted(p.name for p in bootstraps.iterdir()) == ["README", _name(SERVED)]
+    assert sorted(p.name for p in bootstraps.iterdir()) == [
+        "README",
+        _name(SERVED),
+        f"{_name(SERVED)}.manifest",
+    ]
 
 
 def test_a_missing_cache_directory_collects_nothing(tmp_path):
