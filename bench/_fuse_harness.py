@@ -52,12 +52,6 @@ def unmount(point: Path) -> None:
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) process `pid` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class Mount:
     """A mount made by `mounted`: where, how long the command took, and the daemon serving it."""

@@ -18,6 +18,12 @@ CACHE = REPO / "bench" / ".cache"
 LAZYFLY = REPO / ".venv" / "bin" / "lazyfly"
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) that live process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drop_caches() -> bool:
     """Flush dirty pages and drop the page cache; False (and a warning) when the kernel refuses."""
     os.sync()

@@ -31,14 +31,13 @@ from pathlib import Path
 
 from _fuse_harness import (
     Mount,
-    cpu_seconds,
     data_blobs,
     lazyfly_run,
     mounted,
     random_reads,
     write_random_file,
 )
-from _harness import CACHE, REPO, cached, mb, mb_per_s, print_table, timed, tree_bytes
+from _harness import CACHE, REPO, cached, mb, mb_per_s, print_table, process_cpu_seconds, timed, tree_bytes
 
 sys.path.insert(0, str(REPO / "tests"))
 from fixtures.registry import RunningRegistry, start_registry
@@ -92,17 +91,17 @@ def cold_part(registry: RunningRegistry, big: Path, work: Path, rounds: int) -> 
     cpu: dict[str, list[float]] = {"registry for curl": [], "registry for the mount": [], "daemon": []}
     for n in range(rounds):
         print(f"(a) cold round {n + 1}/{rounds}: curl of the {mb(blob.size)} blob, then a fresh mount ...")
-        before = cpu_seconds(registry.pid)
+        before = process_cpu_seconds(registry.pid)
         curl_times.append(timed(["curl", "-sSfL", "-o", "/dev/null", blob.url]))
-        cpu["registry for curl"].append(cpu_seconds(registry.pid) - before)
+        cpu["registry for curl"].append(process_cpu_seconds(registry.pid) - before)
         cache = work / f"cold-cache-{n}"
         image = f"{registry.host}/big:{TAG}"
         with mounted(image, work / "mnt-cold", cache, "--plain-http", "--prefetch", "none") as mount:
             mount_setup.append(mount.seconds)
-            before, daemon_before = cpu_seconds(registry.pid), cpu_seconds(mount.daemon_pid)
+            before, daemon_before = process_cpu_seconds(registry.pid), process_cpu_seconds(mount.daemon_pid)
             mount_times.append(timed(_dd([mount.point / big.name])))
-            cpu["daemon"].append(cpu_seconds(mount.daemon_pid) - daemon_before)
-            cpu["registry for the mount"].append(cpu_seconds(registry.pid) - before)
+            cpu["daemon"].append(process_cpu_seconds(mount.daemon_pid) - daemon_before)
+            cpu["registry for the mount"].append(process_cpu_seconds(registry.pid) - before)
     curl_s, mount_s = statistics.median(curl_times), statistics.median(mount_times)
     per_gib = {name: _cpu_per_gib(seconds, size) for name, seconds in cpu.items()}
     return [
@@ -129,9 +128,9 @@ def _sequential(
     for n in range(rounds):
         print(f"(b) warm {label} round {n + 1}/{rounds}: dd native, then dd through the mount ...")
         native_times.append(timed(_dd(native)))
-        before = cpu_seconds(mount.daemon_pid)
+        before = process_cpu_seconds(mount.daemon_pid)
         mount_times.append(timed(_dd(mounted_paths)))
-        daemon_cpu.append(cpu_seconds(mount.daemon_pid) - before)
+        daemon_cpu.append(process_cpu_seconds(mount.daemon_pid) - before)
     native_s, mount_s = statistics.median(native_times), statistics.median(mount_times)
     return [
         (f"warm {label}: native dd", mb_per_s(data, native_s), _seconds(native_times)),

@@ -52,7 +52,7 @@ from pathlib import Path
 import httpx
 import yaml
 from _bridge import BridgeNetwork, bridge_network
-from _harness import CACHE, LAZYFLY, REPO, mb, mb_per_s, print_table
+from _harness import CACHE, LAZYFLY, REPO, mb, mb_per_s, print_table, process_cpu_seconds
 
 from lazyfly.digest import sha256_file
 
@@ -108,12 +108,6 @@ def _cpu_shares(before: list[int]) -> dict[str, float]:
             "softirq": (d[5] + d[6]) / total, "steal": d[7] / total}  # fmt: skip
 
 
-def _process_cpu(pid: int) -> float:
-    """Seconds of CPU (user + system) a live process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_for_line(log: Path, text: str, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while not (log.exists() and text in log.read_text(errors="replace")):
@@ -144,7 +138,7 @@ def run_clients(
     origin_rx = net.host_counter("origin", "rx_bytes")
     peers_tx = {name: net.host_counter(name, "tx_bytes") for name in names}
     marks: dict[str, float] = {}
-    daemons_before = {name: _process_cpu(process.pid) for name, process in daemons.items()}
+    daemons_before = {name: process_cpu_seconds(process.pid) for name, process in daemons.items()}
     start = time.perf_counter()
     running = [(net.start(net.namespaces[name], argv, log), log) for name, argv, log in jobs]
     while True:
@@ -166,7 +160,9 @@ def run_clients(
             raise RuntimeError(f"{log.name}: not finished after {timeout:.0f} s:\n{_tail(log)}")
         time.sleep(SAMPLE_INTERVAL)
     shares = _cpu_shares(cpu)
-    seconds = {name: _process_cpu(process.pid) - daemons_before[name] for name, process in daemons.items()}
+    seconds = {
+        name: process_cpu_seconds(process.pid) - daemons_before[name] for name, process in daemons.items()
+    }
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds["clients"] = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     seconds["busy"] = shares["busy"] * elapsed * (os.cpu_count() or 1)

@@ -5,8 +5,8 @@ and `<algo>-<hex>.manifest` (the manifest's bytes, as the registry or layout ser
 
 Rules:
 - Rule 1 (verified, then in place): a bootstrap is written only after it verified (header and
-  every block), and each file by temp file (`.incoming-*`), fsync and rename, so a file under its
-  final name is whole.
+  every block), and each file through a temp file (`.incoming-*`, lazyfly.files), so a file under
+  its final name is whole.
 - Rule 2 (pinned images load without their registry): an image named by its manifest digest whose
   two files are here is loaded from them, without a request. The manifest's bytes are checked
   against the digest (and must be a lazyfly image's), and the bootstrap was verified when it was
@@ -18,12 +18,11 @@ Rules:
 """
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lazyfly.errors import Corrupt, InvalidArgument
+from lazyfly.files import write_atomically
 from lazyfly.format.bootstrap_reader import Bootstrap
 from lazyfly.lazy_image import LazyImageMetadata, lazy_manifest
 from lazyfly.oci.manifest import Descriptor
@@ -70,23 +69,9 @@ def load_stored(cache_dir: Path, manifest_digest: str, where: str) -> StoredImag
 def store(cache_dir: Path, meta: LazyImageMetadata) -> StoredImage:
     """Keep the manifest and the (verified) bootstrap of `meta`; files already here are kept."""
     bootstrap, manifest = _paths(cache_dir, meta.descriptor.digest)
-    bootstrap.parent.mkdir(parents=True, exist_ok=True)
     if not bootstrap.is_file():
         Bootstrap(meta.bootstrap).verify_all()
-        _write_whole(bootstrap, meta.bootstrap)
+        write_atomically(bootstrap, meta.bootstrap, temp_prefix=INCOMING_PREFIX)
     if not manifest.is_file():
-        _write_whole(manifest, meta.manifest_bytes)
+        write_atomically(manifest, meta.manifest_bytes, temp_prefix=INCOMING_PREFIX)
     return StoredImage(meta.descriptor.digest, meta.blob_layers, bootstrap)
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=INCOMING_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -138,13 +138,9 @@ class ServedImages:
         blobs = {reader.blob.digest for reader in self.namespace.readers.readers()}
         bootstraps = {image.manifest_digest for image in self.namespace}
         result = await trio.to_thread.run_sync(collect_cache, self.cache_dir, blobs, bootstraps)
-        if result.removed or result.bootstraps:
-            log.info(
-                "cache: deleted %d blobs and %d bootstraps, %d bytes",
-                len(result.removed),
-                len(result.bootstraps),
-                result.freed_bytes,
-            )
+        summary = result.summary()
+        if summary is not None:
+            log.info("cache: deleted %s", summary)
         return result
 
     def prefetch_stats(self, image_id: str) -> PrefetchStats | None:

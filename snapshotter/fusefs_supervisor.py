@@ -154,13 +154,9 @@ class FusefsSupervisor:
         """Have the daemon delete the cache of blobs no image it serves reads."""
         with anyio.fail_after(DEFAULT_CALL_TIMEOUT):
             result = await self.client.collect_cache()
-        if result.removed or result.bootstraps:
-            log.info(
-                "collected the cache of %d blobs and %d bootstraps (%d bytes)",
-                len(result.removed),
-                len(result.bootstraps),
-                result.freed_bytes,
-            )
+        summary = result.summary()
+        if summary is not None:
+            log.info("collected the cache: %s", summary)
 
     async def _bring_up_again(self, takeover: bool) -> None:
         """Bring the daemon up, retrying with backoff: the snapshotter outlives a failing daemon."""

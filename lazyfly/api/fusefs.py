@@ -204,6 +204,12 @@ class CacheGcResult(_Model):
     freed_bytes: int = 0
     bootstraps: list[str] = field(default_factory=list)
 
+    def summary(self) -> str | None:
+        """What was deleted, for a log line; None when nothing was."""
+        if not self.removed and not self.bootstraps:
+            return None
+        return f"{len(self.removed)} blobs and {len(self.bootstraps)} bootstraps, {self.freed_bytes} bytes"
+
 
 @dataclass
 class ApiError(_Model):

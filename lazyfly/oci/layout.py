@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from lazyfly.errors import AlreadyExists, Corrupt, NotFound
+from lazyfly.files import write_atomically
 from lazyfly.oci.manifest import (
     ANNOTATION_REF_NAME,
     OCI_INDEX,
@@ -54,7 +55,7 @@ class OciLayout:
                 raise AlreadyExists(f"OCI layout {self.path} exists already")
             return self.open()
         (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        self._write_atomic(
+        write_atomically(
             self.path / "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode()
         )
         self._write_index(Index([]))
@@ -93,7 +94,7 @@ class OciLayout:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         path = self.blob_path(digest)
         if not path.is_file():
-            self._write_atomic(path, data)
+            write_atomically(path, data)
         return Descriptor(media_type, digest, len(data), dict(annotations or {}))
 
     def add_blob_file(self, src: Path, media_type: str, digest: str | None = None) -> Descriptor:
@@ -200,21 +201,7 @@ class OciLayout:
     # --- atomic writes -------------------------------------------------------------------------
 
     def _write_index(self, index: Index) -> None:
-        self._write_atomic(self.path / "index.json", encode(index))
-
-    @staticmethod
-    def _write_atomic(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(temp, 0o644)  # mkstemp makes 0600; layouts are read by other tools and users
-            os.replace(temp, path)
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        write_atomically(self.path / "index.json", encode(index))
 
 
 def _sha256_file(path: Path) -> str:

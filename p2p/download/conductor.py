@@ -108,7 +108,8 @@ class Conductor:
             else:
                 await self._with_scheduler(request, progress, wanted)
         if progress.complete and not known.finished:
-            await anyio.to_thread.run_sync(self.store.finish, task_id)  # back-to-source may have already
+            # finish is idempotent: a back-to-source run may have finished the task already
+            await anyio.to_thread.run_sync(self.store.finish, task_id)
             self.metrics.tasks.labels("finished").inc()
 
     async def _with_scheduler(

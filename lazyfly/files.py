@@ -1,0 +1,21 @@
+"""Writing a file so that it appears whole or not at all."""
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomically(path: Path, data: bytes, *, temp_prefix: str | None = None) -> None:
+    """Write `data` to `path` through a temp file beside it (named `temp_prefix`…, by default
+    `.NAME.`…), fsync'd, made 0644 and renamed over `path`; the temp file never outlives a failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix or f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; these files are read by other tools and users
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
