@@ -1,4 +1,5 @@
-"""FUSE benchmark helpers: incompressible data files, mounts that always go away, blob URLs, random reads.
+"""FUSE benchmark helpers: incompressible data files, mounts that always go away, blob URLs, random
+reads, and a reference download that does a verifying cache's work without FUSE.
 
 Rules kept: every mount made here is unmounted when its context ends, even on error (`lazyfly
 umount`, then `umount -l` if that fails, so a dead daemon never leaves a hanging mountpoint); the
@@ -6,12 +7,16 @@ random-read pass starts with the page cache dropped, like every timed pass of `_
 """
 
 import contextlib
+import http.client
 import json
 import os
+import queue
 import random
 import re
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +24,7 @@ from pathlib import Path
 
 from _harness import LAZYFLY, drop_caches
 
+from lazyfly.digest import blake3_digest
 from lazyfly.format.oci_image import BLOB_MEDIA_TYPE
 
 MANIFEST_ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
@@ -139,3 +145,64 @@ def random_reads(path: Path, count: int, block: int, seed: int) -> RandomReads:
     finally:
         os.close(fd)
     return RandomReads(latencies, seconds)
+
+
+def hashed_and_stored_download(url: str, dest: Path, piece: int = 1 << 20) -> float:
+    """Download `url` doing only what a verifying cache must: receive, blake3 and store each piece.
+
+    The floor under any lazyfly cold read on this machine: one GET (as curl does), received into
+    reused buffers (no page faults), every `piece` bytes hashed with blake3 and written to `dest`
+    by a second thread while the next piece arrives; no FUSE, no Python per request. Returns the
+    wall seconds from the request to the last write, page cache dropped before.
+    """
+    parts = urllib.parse.urlsplit(url)
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(8):
+        free.put(bytearray(piece))
+    received: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+    failures: list[BaseException] = []
+    drop_caches()
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def hash_and_store() -> None:
+        offset = 0
+        while (item := received.get()) is not None:
+            buffer, length = item
+            try:
+                view = memoryview(buffer)[:length]
+                blake3_digest(view)
+                os.pwrite(fd, view, offset)
+            except BaseException as error:  # reported by the receiving side
+                failures.append(error)
+            offset += length
+            free.put(buffer)
+
+    start = time.perf_counter()
+    storer = threading.Thread(target=hash_and_store)
+    storer.start()
+    try:
+        connection = http.client.HTTPConnection(parts.netloc, timeout=60)
+        connection.request("GET", parts.path)
+        response = connection.getresponse()
+        if response.status != 200 or response.length is None:
+            raise RuntimeError(f"GET {url}: {response.status} {response.reason}")
+        left = response.length
+        while left and not failures:
+            buffer = free.get()
+            length = min(piece, left)
+            view, got = memoryview(buffer), 0
+            while got < length:
+                n = response.readinto(view[got:length])
+                if not n:
+                    raise RuntimeError(f"GET {url}: the body ended {left - got} bytes early")
+                got += n
+            received.put((buffer, length))
+            left -= length
+        connection.close()
+    finally:
+        received.put(None)
+        storer.join()
+        os.close(fd)
+    if failures:
+        raise RuntimeError(f"storing {url} in {dest} failed: {failures[0]}")
+    return time.perf_counter() - start
