@@ -1,7 +1,7 @@
 """FUSE read benchmark: lazyfly mounts against the native disk and a plain blob download, in one run.
 
 Usage: .venv/bin/python bench/fuse_read.py [--big 1GiB] [--set-files 4] [--set-size 256MiB]
-       [--rounds 3] [--random-reads 10000] [--seed 0]
+       [--rounds 5] [--random-reads 10000] [--seed 0]
 
 Data (cached in bench/.cache/fuse-data): one --big file, and a set of --set-files files of
 --set-size, all pseudo-random bytes so that a blob is about the size of its files. Each becomes an
@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--big", default="1GiB", help="size of the single big file")
     parser.add_argument("--set-files", type=int, default=4, help="number of files in the set")
     parser.add_argument("--set-size", default="256MiB", help="size of each file of the set")
-    parser.add_argument("--rounds", type=int, default=3, help="passes of each side (medians compared)")
+    parser.add_argument("--rounds", type=int, default=5, help="passes of each side (medians compared)")
     parser.add_argument("--random-reads", type=int, default=10000, help="random 4 KiB reads per pass")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the random offsets")
     args = parser.parse_args()
