@@ -95,23 +95,6 @@ def test_a_full_disk_raises_cache_full(tiny_tmpfs: Path):
         cache.close()
 
 
-def test_a_chunks_blocks_are_allocated_before_its_bytes_are_written(tmp_path: Path, monkeypatch):
-    cache = ChunkCache.open(tmp_path, BLOB)
-    allocated_at_write: list[int] = []
-    real_pwrite = os.pwrite
-
-    def pwrite(fd: int, data: bytes, offset: int) -> int:
-        allocated_at_write.append(os.fstat(fd).st_blocks * 512)
-        return real_pwrite(fd, data, offset)
-
-    monkeypatch.setattr(os, "pwrite", pwrite)
-    cache.write(2 << 20, os.urandom(1 << 20))
-    monkeypatch.undo()
-    assert allocated_at_write and allocated_at_write[0] >= 1 << 20
-    assert os.stat(cache.data_path).st_blocks * 512 < 2 << 20  # only the chunk's blocks: still sparse
-    cache.close()
-
-
 def test_a_quota_error_is_cache_full_and_other_errors_pass_through(tmp_path: Path, monkeypatch):
     cache = ChunkCache.open(tmp_path, BLOB)
     failure = {"errno": errno.EDQUOT}
