@@ -35,7 +35,7 @@ def _run(main: Callable[[], Awaitable[None]]) -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-def test_a_cached_range_in_one_span_is_one_pread_of_the_cache_file(
+def test_a_cached_range_in_one_span_is_one_view_or_one_pread_of_the_cache_file(
     tmp_path: Path, built_image, backend, monkeypatch
 ):
     source = (built_image.source / "text").read_bytes()
@@ -45,16 +45,19 @@ def test_a_cached_range_in_one_span_is_one_pread_of_the_cache_file(
         inode = _inode(image, "/text")
         assert await image.read(inode, 0, inode.size) == source
         requests = len(backend.requests)
-        preads: list[tuple[int, int]] = []
+        calls: list[str] = []
         cache = image.readers[0].cache
-        read = cache.read
-        monkeypatch.setattr(
-            cache, "read", lambda offset, size: preads.append((offset, size)) or read(offset, size)
-        )
-        for offset, size in [(0, 1 << 20), (5, 3 * CHUNK), (inode.size - 100, 4096)]:
+        view, read = cache.view, cache.read
+        monkeypatch.setattr(cache, "view", lambda offset, size: calls.append("view") or view(offset, size))
+        monkeypatch.setattr(cache, "read", lambda offset, size: calls.append("read") or read(offset, size))
+        for offset, size, kind in [
+            (0, 1 << 20, memoryview),
+            (5, 3 * CHUNK, bytes),
+            (inode.size - 100, 4096, bytes),
+        ]:
             got = await image.read(inode, offset, size)
-            assert isinstance(got, bytes) and got == source[offset : offset + size]
-        assert len(preads) == 3 and len(backend.requests) == requests
+            assert isinstance(got, kind) and got == source[offset : offset + size]
+        assert calls == ["view", "read", "read"] and len(backend.requests) == requests
         await image.aclose()
 
     _run(main)
