@@ -5,12 +5,10 @@ Rules:
   which checks blake3 before caching; holes (ranges without a chunk ref) read as zeros.
 - Rule 2 (cheap hits): a range whose chunks are all cached is served on the event loop, with no
   thread hop; when it lies in one contiguous span of one cache file (a file's chunks sit side by
-  side in its blob) the answer is a view of the mapped cache file when it is at least
-  MAPPED_READ_MIN bytes (chunk_cache.py: no copy in the daemon), one pread below that, and when
-  it spans several, the spans are read into one zeroed buffer. Small reads keep pread because a
-  page fault on a mapping reads around the page (the device's read-ahead, 8 MiB on the
-  benchmark machine): views put the p99 of random 4 KiB reads at 3.6-4.8 ms, pread at 0.3 ms.
-  Inode records and chunk tables come decoded from the MetadataCache.
+  side in its blob) it is one `read_span` of that cache file, whose bytes are the answer (a view
+  of the mapped file for a sequential reader, else one pread: chunk_cache.py); else the spans are
+  read into one zeroed buffer. Inode records and chunk tables come decoded from the
+  MetadataCache.
 - Rule 3 (no copy of a lone chunk): a missed range inside one chunk is answered with a view of
   the chunk's bytes; ranges over several chunks are assembled in one buffer, returned as it is.
 - Rule 4 (read-ahead): every read of a regular file is reported to the image's ReadAhead
@@ -37,7 +35,6 @@ from lazyfly.fusefs.reader_pool import ReaderPool
 
 NEIGHBOURS = 64  # inodes looked at behind a miss for chunks that share its range request
 NEIGHBOUR_WINDOW = 64 << 10  # compressed bytes of other files that ride along with a miss
-MAPPED_READ_MIN = 256 << 10  # a cached span at least this long is answered as a view (Rule 2)
 _Slice = tuple[BlobReader, int, int, int]  # reader, offset in its cache file, offset in out, length
 
 
@@ -77,7 +74,7 @@ class MountedImage:
             return remembered
         slices = self._cached_slices(refs, offset, size)
         if slices is not None:
-            # Rule 2: a view of the local cache file (at most 1 MiB, the largest FUSE request)
+            # Rule 2: reading the local cache file here (at most 1 MiB, the largest FUSE request)
             # costs less than a hop to a worker thread, which measured at half the throughput.
             return _read_slices(slices, size)
         return await self._read_missing(inode, refs, offset, size)
@@ -221,8 +218,8 @@ def _assemble(found: list[tuple[ChunkRef, Chunk]], offset: int, size: int) -> by
 
 
 def _read_slices(slices: list[_Slice], size: int) -> bytes | bytearray | memoryview:
-    """The cached bytes of a range (Rule 2): a view or one pread when they are one span of one
-    cache file."""
+    """The cached bytes of a range (Rule 2): one `read_span` when they are one span of one cache
+    file."""
     if slices:
         reader, cache_offset, at, _ = slices[0]
         span_end = cache_offset
@@ -232,9 +229,7 @@ def _read_slices(slices: list[_Slice], size: int) -> bytes | bytearray | memoryv
             span_end = offset + length
         else:
             if at == 0 and span_end - cache_offset == size:
-                if size >= MAPPED_READ_MIN:
-                    return reader.cache.view(cache_offset, size)
-                return reader.cache.read(cache_offset, size)
+                return reader.cache.read_span(cache_offset, size)
     out = bytearray(size)  # zeros: what holes read as
     view = memoryview(out)
     for reader, cache_offset, at, length in slices:

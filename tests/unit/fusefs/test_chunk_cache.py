@@ -121,6 +121,20 @@ def test_a_view_serves_the_cached_bytes_and_only_the_last_views_pages_stay_mappe
     assert bytes(second[-5:]) == data[-5:]
 
 
+def test_a_span_is_a_view_only_when_it_continues_the_last_one_and_is_long(tmp_path: Path):
+    cache = ChunkCache.open(tmp_path, BLOB)
+    data = os.urandom(4 << 20)
+    cache.write(0, data)
+    kinds = []
+    for offset, size in [(0, 1 << 20), (1 << 20, 1 << 20), (3 << 20, 1 << 19), (7 << 19, 4096), (0, 1 << 20)]:
+        span = cache.read_span(offset, size)
+        assert span == data[offset : offset + size]
+        kinds.append(type(span))
+    # first read, continuation, jump, short continuation, jump back
+    assert kinds == [bytes, memoryview, bytes, bytes, bytes]
+    cache.close()
+
+
 def test_a_data_file_cut_short_behind_the_caches_back_is_corrupt_not_a_crash(tmp_path: Path):
     cache = ChunkCache.open(tmp_path, BLOB)
     cache.write(0, os.urandom(2 << 20))
