@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _netns import ShapedNamespace, _sh
+from _netns import ShapedNamespace, run_checked
 
 from lazyfly.processes import stop_processes
 
@@ -59,15 +59,15 @@ class BridgeNetwork:
         index = len(self.namespaces) + 1
         netns, host_dev, ip = f"{self.prefix}-{name}", f"{self.prefix}-v{index}", f"{self.subnet}.{index + 1}"
         assert len(host_dev) <= 15, f"interface name {host_dev} is too long"
-        _sh("ip", "netns", "add", netns)
+        run_checked("ip", "netns", "add", netns)
         namespace = ShapedNamespace(netns, self.host_ip, ip, "eth0")
         self.namespaces[name], self.host_devs[name] = namespace, host_dev
-        _sh("ip", "link", "add", host_dev, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        _sh("ip", "link", "set", host_dev, "master", self.bridge)
-        _sh("ip", "link", "set", host_dev, "up")
-        _sh(*namespace.wrapper, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-        _sh(*namespace.wrapper, "ip", "link", "set", "eth0", "up")
-        _sh(*namespace.wrapper, "ip", "link", "set", "lo", "up")
+        run_checked("ip", "link", "add", host_dev, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        run_checked("ip", "link", "set", host_dev, "master", self.bridge)
+        run_checked("ip", "link", "set", host_dev, "up")
+        run_checked(*namespace.wrapper, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        run_checked(*namespace.wrapper, "ip", "link", "set", "eth0", "up")
+        run_checked(*namespace.wrapper, "ip", "link", "set", "lo", "up")
         return namespace
 
     def host_counter(self, name: str, counter: str) -> int:
@@ -117,9 +117,9 @@ def bridge_network(prefix: str = "lzfp", subnet: str = "10.210.0") -> Iterator[B
     _remove(prefix)
     network = BridgeNetwork(prefix, subnet)
     try:
-        _sh("ip", "link", "add", network.bridge, "type", "bridge")
-        _sh("ip", "addr", "add", f"{network.host_ip}/24", "dev", network.bridge)
-        _sh("ip", "link", "set", network.bridge, "up")
+        run_checked("ip", "link", "add", network.bridge, "type", "bridge")
+        run_checked("ip", "addr", "add", f"{network.host_ip}/24", "dev", network.bridge)
+        run_checked("ip", "link", "set", network.bridge, "up")
         yield network
     finally:
         network.stop()

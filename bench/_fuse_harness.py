@@ -150,7 +150,7 @@ def random_reads(path: Path, count: int, block: int, seed: int) -> RandomReads:
 def hashed_and_stored_download(url: str, dest: Path, piece: int = 1 << 20) -> float:
     """Download `url` doing only what a verifying cache must: receive, blake3 and store each piece.
 
-    The floor under any lazyfly cold read on this machine: one GET (as curl does), received into
+    The least work any lazyfly cold read does on this machine: one GET (as curl does), received into
     reused buffers (no page faults), every `piece` bytes hashed with blake3 and written to `dest`
     by a second thread while the next piece arrives; no FUSE, no Python per request. Returns the
     wall seconds from the request to the last write, page cache dropped before.

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 
-def _sh(*argv: str) -> str:
+def run_checked(*argv: str) -> str:
+    """Run `argv` and return its stdout; RuntimeError with its stderr when it fails."""
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
@@ -34,12 +35,12 @@ class ShapedNamespace:
     def shape(self, rate: str) -> None:
         """Limit what leaves the namespace to `rate` (e.g. 1gbit, 200mbit)."""
         burst = "2mb" if rate.endswith("gbit") else "512kb"
-        _sh(*self.wrapper, "tc", "qdisc", "replace", "dev", self.inner_dev, "root", "tbf",
+        run_checked(*self.wrapper, "tc", "qdisc", "replace", "dev", self.inner_dev, "root", "tbf",
             "rate", rate, "burst", burst, "latency", "50ms")  # fmt: skip
 
     def sent_bytes(self) -> int:
         """Bytes sent out of the namespace so far (the inner device's tx counter)."""
-        return int(_sh(*self.wrapper, "cat", f"/sys/class/net/{self.inner_dev}/statistics/tx_bytes"))
+        return int(run_checked(*self.wrapper, "cat", f"/sys/class/net/{self.inner_dev}/statistics/tx_bytes"))
 
 
 @contextlib.contextmanager
@@ -48,16 +49,16 @@ def shaped_namespace(name: str, subnet: str = "10.201.0") -> Iterator[ShapedName
     host_dev, inner_dev = f"{name}-h", f"{name}-n"
     subprocess.run(["ip", "netns", "delete", name], capture_output=True)  # a leftover of a killed run
     subprocess.run(["ip", "link", "delete", host_dev], capture_output=True)
-    _sh("ip", "netns", "add", name)
+    run_checked("ip", "netns", "add", name)
     try:
-        _sh("ip", "link", "add", host_dev, "type", "veth", "peer", "name", inner_dev)
-        _sh("ip", "link", "set", inner_dev, "netns", name)
-        _sh("ip", "addr", "add", f"{subnet}.1/24", "dev", host_dev)
-        _sh("ip", "link", "set", host_dev, "up")
+        run_checked("ip", "link", "add", host_dev, "type", "veth", "peer", "name", inner_dev)
+        run_checked("ip", "link", "set", inner_dev, "netns", name)
+        run_checked("ip", "addr", "add", f"{subnet}.1/24", "dev", host_dev)
+        run_checked("ip", "link", "set", host_dev, "up")
         wrapper = ["ip", "netns", "exec", name]
-        _sh(*wrapper, "ip", "addr", "add", f"{subnet}.2/24", "dev", inner_dev)
-        _sh(*wrapper, "ip", "link", "set", inner_dev, "up")
-        _sh(*wrapper, "ip", "link", "set", "lo", "up")
+        run_checked(*wrapper, "ip", "addr", "add", f"{subnet}.2/24", "dev", inner_dev)
+        run_checked(*wrapper, "ip", "link", "set", inner_dev, "up")
+        run_checked(*wrapper, "ip", "link", "set", "lo", "up")
         yield ShapedNamespace(name, f"{subnet}.1", f"{subnet}.2", inner_dev)
     finally:
         subprocess.run(["ip", "link", "delete", host_dev], capture_output=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lazyfly.api.fusefs import DEFAULT_READ_AHEAD
 from lazyfly.units import parse_size
 
 _IMAGE_HELP = (
@@ -55,7 +56,7 @@ _IMAGE_HELP = (
 )
 @click.option(
     "--read-ahead",
-    default="64MiB",
+    default=f"{DEFAULT_READ_AHEAD >> 20}MiB",
     show_default=True,
     help="Largest window fetched ahead of a file read sequentially; 0 turns read-ahead off.",
 )
