@@ -14,15 +14,17 @@ Rules:
   wait for the one flight and take the bytes from memory. A cancelled owner abandons its flights
   and a waiter takes over (inflight.py).
 - Rule 4 (merging): claimed chunks are sorted by compressed offset and merged into runs, one
-  backend read_range each. A chunk joins a run if it starts at most `merge_gap` bytes after the
-  run's end (default 16 KiB: a few small chunks of other files cost less than a round trip) and
-  the run stays within `merge_limit` bytes (default 1 MiB); a single chunk bigger than the limit is
-  one run of its own, never split. Runs of one read go out concurrently.
-- Rule 5 (verify, then store, then mark): each chunk is inflated and blake3-checked in a worker
-  thread, written to the cache there, and its bit is set back on the event loop (one thread owns
-  the map) only after the write returned. A digest or inflate failure raises Corrupt naming the
-  blob and uncompressed offset, writes and marks nothing, and counts in `digest_failures`; the
-  key is free again, so the next read fetches again.
+  backend read_range_into each. A chunk joins a run if it starts at most `merge_gap` bytes after
+  the run's end (default 16 KiB: a few small chunks of other files cost less than a round trip),
+  not before it (refs whose stored bytes overlap, which only a crafted bootstrap has, go in
+  separate runs), and the run stays within `merge_limit` bytes (default 1 MiB); a single chunk
+  bigger than the limit is one run of its own, never split. Runs of one read go out concurrently.
+- Rule 5 (verify, then store, then mark): the backend delivers a run into a RunSink
+  (run_sink.py), which inflates and blake3-checks each chunk as its bytes arrive, in the worker
+  thread that received them, and writes it to the cache there; its bit is set back on the event
+  loop (one thread owns the map) only after the delivery returned. A digest or inflate failure
+  raises Corrupt naming the blob and uncompressed offset, writes and marks nothing, and counts
+  in `digest_failures`; the key is free again, so the next read fetches again.
 - Rule 6 (full disk): a CacheFull write serves the verified bytes from memory, unmarked, counts
   `cache_full_events` and logs a warning once per reader.
 - Rule 7 (prefetch): `prefetch` skips ready and in-flight chunks, claims one run at a time (so
@@ -30,38 +32,33 @@ Rules:
   merge limit or the caller's, e.g. read-ahead's larger one) and reads with `prefetch=True`. When a
   prefetch run fails, its flights are abandoned rather than failed, so waiting on-demand readers
   fetch again with on-demand retries; prefetch stops at the first failure and raises it.
-- Rule 8 (no needless copies): a chunk stored uncompressed is verified, cached and handed to
-  its readers as a memoryview of the backend's answer, never copied; chunk results are therefore
-  read-only buffers (`bytes` or `memoryview`).
+- Rule 8 (no needless copies): a chunk stored uncompressed is received into a reused buffer,
+  verified and cached from there, and handed to its readers as a view of the cache file's mapping,
+  never copied (run_sink.py, Rule 2); chunk results are therefore read-only buffers (`bytes` or
+  `memoryview`).
 - Holes (file ranges without refs) are the caller's: a BlobReader only knows chunks.
 """
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
 
 from lazyfly.backend.base import BlobBackend
-from lazyfly.compression import Compressor, decompress
-from lazyfly.digest import blake3_digest
-from lazyfly.errors import Corrupt, InvalidArgument, Unavailable
+from lazyfly.errors import Corrupt, InvalidArgument
 from lazyfly.format.layout import UNCOMPRESSED_ALIGNMENT, BlobInfo, ChunkRef
-from lazyfly.fusefs.chunk_cache import CacheFull, ChunkCache
+from lazyfly.fusefs.chunk_cache import ChunkCache
 from lazyfly.fusefs.inflight import Abandoned, Flight, InFlight
+from lazyfly.fusefs.run_sink import Chunk, RunSink
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MERGE_LIMIT = 1 << 20
 DEFAULT_MERGE_GAP = 16 << 10
 
-Chunk = bytes | memoryview  # a chunk's verified bytes (Rule 8)
-Keep = Callable[[ChunkRef, Chunk], None]
 ChunkFlight = Flight[int, Chunk]
-# What the worker thread makes of one chunk: its verified bytes and the CacheFull that kept it out
-# of the cache (None when it was stored), or the Corrupt that rejects it.
-_Outcome = tuple[Chunk, CacheFull | None] | Corrupt
 
 
 @dataclass
@@ -85,9 +82,9 @@ def plan_runs(refs: Sequence[ChunkRef], merge_limit: int, merge_gap: int) -> lis
     start = end = 0
     for ref in sorted(refs, key=lambda r: (r.compressed_offset, r.uncompressed_offset)):
         ref_end = ref.compressed_offset + ref.compressed_size
-        if runs and ref.compressed_offset <= end + merge_gap and max(end, ref_end) - start <= merge_limit:
+        if runs and end <= ref.compressed_offset <= end + merge_gap and ref_end - start <= merge_limit:
             runs[-1].append(ref)
-            end = max(end, ref_end)
+            end = ref_end
         else:
             runs.append([ref])
             start, end = ref.compressed_offset, ref_end
@@ -145,17 +142,18 @@ class BlobReader:
         """
         await trio.to_thread.run_sync(self.cache.close)
 
-    def claim_cached(self, ref: ChunkRef) -> bool:
-        """True (and one cache hit counted) if `ref` is cached and no fetch of it is under way.
+    def claim_cached(self, ref: ChunkRef, *, count_hit: bool = True) -> bool:
+        """True (and one cache hit counted, if `count_hit`) if `ref` is cached and no fetch of it
+        is under way.
 
-        The read path then copies the bytes it needs straight from the cache file
-        (`cache.read_into`): no whole-chunk read, no thread hop for small reads.
+        The read path then reads the bytes it needs straight from the cache file
+        (`cache.read_span`, `cache.read_into`): no whole-chunk read, no thread hop.
         """
         self._check(ref)
         key = ref.uncompressed_offset
         if self._inflight.get(key) is not None or not self.cache.is_ready(key):
             return False
-        self._counters.cache_hits += 1
+        self._counters.cache_hits += count_hit
         return True
 
     async def read_chunks(self, refs: Sequence[ChunkRef]) -> list[Chunk]:
@@ -203,13 +201,8 @@ class BlobReader:
                     todo.append(i)  # its owner was cancelled: classify again, maybe claim it
         return out  # type: ignore[return-value]  # every slot is filled once todo is empty
 
-    async def prefetch(
-        self, refs: Sequence[ChunkRef], *, merge_limit: int | None = None, keep: Keep | None = None
-    ) -> None:
-        """Fetch and cache the refs not ready or in flight, in background mode (Rule 7).
-
-        `keep(ref, chunk)` is handed each chunk this call verified, for callers that hold on to it.
-        """
+    async def prefetch(self, refs: Sequence[ChunkRef], *, merge_limit: int | None = None) -> None:
+        """Fetch and cache the refs not ready or in flight, in background mode (Rule 7)."""
         for ref in refs:
             self._check(ref)
         wanted = {r.uncompressed_offset: r for r in refs if not self._busy(r)}
@@ -223,7 +216,7 @@ class BlobReader:
             if not claimed:
                 continue
             try:
-                error = await self._fetch_run(claimed, prefetch=True, keep=keep)
+                error = await self._fetch_run(claimed, prefetch=True)
             finally:
                 for _, flight in claimed:
                     flight.abandon()
@@ -272,44 +265,36 @@ class BlobReader:
             for run in runs:
                 nursery.start_soon(self._fetch_run, run, False)
 
-    async def _fetch_run(
-        self, run: list[tuple[ChunkRef, ChunkFlight]], prefetch: bool, keep: Keep | None = None
-    ) -> Exception | None:
+    async def _fetch_run(self, run: list[tuple[ChunkRef, ChunkFlight]], prefetch: bool) -> Exception | None:
         """Read one run with one backend request; settle each flight; return the first error.
 
         Never raises an Exception (errors go to the flights, whose waiters raise them), so one
         bad run does not cancel its sibling runs.
         """
-        start = run[0][0].compressed_offset
-        length = max(r.compressed_offset + r.compressed_size for r, _ in run) - start
+        refs = [ref for ref, _ in run]
+        start = refs[0].compressed_offset
+        sink = RunSink(self.blob, self.cache, refs, start)
         try:
-            data = await self.backend.read_range(self.blob.digest, start, length, prefetch=prefetch)
-            if len(data) != length:
-                raise Unavailable(
-                    f"backend {self.backend.name} returned {len(data)} of {length} bytes of blob "
-                    f"{self.blob.digest} at {start}"
-                )
+            await self.backend.read_range_into(self.blob.digest, start, sink, prefetch=prefetch)
         except Exception as exc:
             self._counters.backend_errors += 1
             for _, flight in run:
                 self._fail(flight, exc, prefetch)
             return exc
+        finally:
+            sink.close()  # a backend thread still delivering a given-up run writes no more
+        length = sum(sink.piece_sizes)
         self._counters.bytes_fetched += length
         if prefetch:
             self._counters.prefetch_bytes += length
-        view = memoryview(data)
-        pieces = [(ref, view[ref.compressed_offset - start :][: ref.compressed_size]) for ref, _ in run]
-        outcomes = await trio.to_thread.run_sync(self._verify_and_store, pieces)
         first_error: Exception | None = None
-        for (ref, flight), outcome in zip(run, outcomes, strict=True):
+        for (ref, flight), outcome in zip(run, sink.outcomes, strict=True):
             if isinstance(outcome, Corrupt):
                 self._counters.digest_failures += 1
                 self._fail(flight, outcome, prefetch)
                 first_error = first_error or outcome
                 continue
             chunk, full = outcome
-            if keep is not None:
-                keep(ref, chunk)
             if full is None:
                 self.cache.mark_ready(ref.uncompressed_offset)  # Rule 5: the write has returned
             else:
@@ -319,33 +304,6 @@ class BlobReader:
                     log.warning("%s; serving chunks from memory until there is room", full)
             flight.set_result(chunk)
         return first_error
-
-    def _verify_and_store(self, pieces: list[tuple[ChunkRef, memoryview]]) -> list[_Outcome]:
-        """Worker thread: inflate, check blake3 and write each chunk (Rule 5)."""
-        outcomes: list[_Outcome] = []
-        for ref, raw in pieces:
-            where = f"blob {self.blob.digest}: chunk at uncompressed offset {ref.uncompressed_offset}"
-            chunk: Chunk
-            try:
-                if ref.compressor is Compressor.NONE:  # Rule 8: the answer's own bytes, no copy
-                    if len(raw) != ref.uncompressed_size:
-                        raise Corrupt(f"stored {len(raw)} bytes, expected {ref.uncompressed_size}")
-                    chunk = raw
-                else:
-                    chunk = decompress(raw, ref.compressor, ref.uncompressed_size)
-            except Corrupt as exc:
-                outcomes.append(Corrupt(f"{where}: {exc}"))
-                continue
-            if blake3_digest(chunk) != ref.digest:
-                outcomes.append(Corrupt(f"{where}: blake3 does not match the chunk ref"))
-                continue
-            try:
-                self.cache.write(ref.uncompressed_offset, chunk)
-            except CacheFull as exc:
-                outcomes.append((chunk, exc))
-                continue
-            outcomes.append((chunk, None))
-        return outcomes
 
     @staticmethod
     def _fail(flight: ChunkFlight, error: Exception, prefetch: bool) -> None:

@@ -65,6 +65,7 @@ class ChunkCache:
         self.map = chunk_map
         self._fd: int | None = fd
         self._write_lock = threading.Lock()
+        self._map_lock = threading.Lock()
         self._mapping: mmap.mmap | None = None
         self._mapped: tuple[int, int] | None = None  # page-aligned range of the last view
         self._populate = True  # False once the kernel said it has no MADV_POPULATE_READ
@@ -132,15 +133,17 @@ class ChunkCache:
             return self.view(uncompressed_offset, size)
         return self.read(uncompressed_offset, size)
 
+    def mapped(self, uncompressed_offset: int, size: int) -> memoryview:
+        """The `size` bytes at `uncompressed_offset` as a view of the mapped data file, with no
+        populate and no unmapping: its pages stay mapped once touched (no readiness check)."""
+        self._check(uncompressed_offset, size)
+        return memoryview(self._mapped_file())[uncompressed_offset : uncompressed_offset + size]
+
     def view(self, uncompressed_offset: int, size: int) -> memoryview:
         """The `size` bytes at `uncompressed_offset` as a view of the mapped data file (no
         readiness check, no copy); the previous view's pages are unmapped (module rules)."""
         self._check(uncompressed_offset, size)
-        if self._mapping is None:
-            self._mapping = mmap.mmap(
-                self._file(), self.blob.uncompressed_size, mmap.MAP_SHARED, mmap.PROT_READ
-            )
-        mapping = self._mapping
+        mapping = self._mapped_file()
         if self._mapped is not None:
             mapping.madvise(mmap.MADV_DONTNEED, *self._mapped)
             self._mapped = None
@@ -161,6 +164,15 @@ class ChunkCache:
                     raise
         self._mapped = (start, length)
         return memoryview(mapping)[uncompressed_offset : uncompressed_offset + size]
+
+    def _mapped_file(self) -> mmap.mmap:
+        """The read-only shared mapping of the whole data file, made on first use (any thread)."""
+        with self._map_lock:
+            if self._mapping is None:
+                self._mapping = mmap.mmap(
+                    self._file(), self.blob.uncompressed_size, mmap.MAP_SHARED, mmap.PROT_READ
+                )
+            return self._mapping
 
     def read(self, uncompressed_offset: int, size: int) -> bytes:
         """Return `size` bytes from `uncompressed_offset` of the data file (no readiness check)."""

@@ -9,14 +9,17 @@ Rules:
   of the mapped file for a sequential reader, else one pread: chunk_cache.py); else the spans are
   read into one zeroed buffer. Inode records and chunk tables come decoded from the
   MetadataCache.
-- Rule 3 (no copy of a lone chunk): a missed range inside one chunk is answered with a view of
-  the chunk's bytes; ranges over several chunks are assembled in one buffer, returned as it is.
+- Rule 3 (no copy of a lone chunk): a range whose chunks did not reach the cache (Rule 5) is
+  answered with a view of the chunk's bytes when it lies in one chunk; ranges over several chunks
+  are assembled in one buffer, returned as it is.
 - Rule 4 (read-ahead): every read of a regular file is reported to the image's ReadAhead
   (read_ahead.py) before it is served; a range it asks for is split per blob into runs of chunks
   neither cached nor in flight, and queued for its workers.
-- Rule 5 (memory first): a range whose chunks read-ahead fetched and left in memory is answered
-  from there (a view when it lies in one chunk), before the cache files are looked at; a chunk
-  read up to its end is dropped from memory.
+- Rule 5 (fetched, then read as cached): once the missing chunks of a range are fetched (or
+  fetched by someone else while it waited), the range is served from the cache files as in Rule
+  2, so a cold sequential reader gets the same views as a warm one, which keep one request's
+  pages mapped. Only chunks that did not reach the cache (a full disk) are served from the bytes
+  the fetch returned.
 """
 
 import stat
@@ -69,9 +72,6 @@ class MountedImage:
         ahead = self.read_ahead.on_read(inode.ino, offset, size, inode.size)
         if ahead is not None:
             self._queue_read_ahead(inode, *ahead)
-        remembered = self._from_memory(refs, offset, size)
-        if remembered is not None:
-            return remembered
         slices = self._cached_slices(refs, offset, size)
         if slices is not None:
             # Rule 2: reading the local cache file here (at most 1 MiB, the largest FUSE request)
@@ -81,7 +81,7 @@ class MountedImage:
 
     async def _read_missing(
         self, inode: Inode, refs: list[ChunkRef], offset: int, size: int
-    ) -> bytearray | memoryview:
+    ) -> bytes | bytearray | memoryview:
         """The range when some of its chunks are not cached: through the readers (Rules 1, 3)."""
         for ref in refs:
             if not 0 <= ref.blob_index < len(self.readers):
@@ -94,31 +94,10 @@ class MountedImage:
         for blob_index, entries in by_blob.items():
             datas = await self.readers[blob_index].read_chunks([ref for ref, _ in entries])
             found += [(ref, data) for (ref, wanted), data in zip(entries, datas, strict=True) if wanted]
-        self._consumed(refs, offset + size)  # read ahead, but waited for: of no use in memory now
+        slices = self._cached_slices(refs, offset, size, count_hits=False)
+        if slices is not None:
+            return _read_slices(slices, size)  # Rule 5
         return _assemble(found, offset, size)
-
-    def _from_memory(self, refs: list[ChunkRef], offset: int, size: int) -> bytearray | memoryview | None:
-        """Rule 5: the range from chunks read ahead into memory, or None if one of them is not there."""
-        recent = self.read_ahead.recent
-        if not refs or not len(recent):
-            return None
-        found = []
-        for ref in refs:
-            chunk = recent.get((ref.blob_index, ref.uncompressed_offset))
-            if chunk is None:
-                return None
-            found.append((ref, chunk))
-        self._consumed(refs, offset + size)
-        recent.hits += 1
-        return _assemble(found, offset, size)
-
-    def _consumed(self, refs: list[ChunkRef], end: int) -> None:
-        """Rule 5: drop from memory the chunks read up to their end (a reader does not come back)."""
-        recent = self.read_ahead.recent
-        if len(recent):
-            for ref in refs:
-                if ref.file_offset + ref.uncompressed_size <= end:
-                    recent.drop((ref.blob_index, ref.uncompressed_offset))
 
     def _queue_read_ahead(self, inode: Inode, start: int, stop: int) -> None:
         """Rule 4: queue the chunks of [start, stop) of `inode` that are neither cached nor in flight."""
@@ -182,14 +161,18 @@ class MountedImage:
                 for ref in self.bootstrap.chunks(neighbour):
                     yield ref, False
 
-    def _cached_slices(self, refs: list[ChunkRef], offset: int, size: int) -> list[_Slice] | None:
-        """Where each part of the range sits in the cache files; None if a chunk is not cached."""
+    def _cached_slices(
+        self, refs: list[ChunkRef], offset: int, size: int, *, count_hits: bool = True
+    ) -> list[_Slice] | None:
+        """Where each part of the range sits in the cache files; None if a chunk is not cached.
+        Each chunk counts as a cache hit of its reader, unless `count_hits` is False (a miss
+        already counted)."""
         slices = []
         for ref in refs:
             if not 0 <= ref.blob_index < len(self.readers):
                 return None  # the general path reports it
             reader = self.readers[ref.blob_index]
-            if not reader.claim_cached(ref):
+            if not reader.claim_cached(ref, count_hit=count_hits):
                 return None
             lo = max(offset, ref.file_offset)
             hi = min(offset + size, ref.file_offset + ref.uncompressed_size)

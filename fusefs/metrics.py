@@ -98,14 +98,6 @@ class FusefsCollector(Collector):
             for image in images:
                 family.add_metric([image.image_id], getattr(image.read_ahead, field))
             yield family
-        memory = CounterMetricFamily(
-            PREFIX + "read_ahead_memory_reads",
-            "Reads answered from chunks read ahead into memory.",
-            labels=["image"],
-        )
-        for image in images:
-            memory.add_metric([image.image_id], image.read_ahead.recent.hits)
-        yield memory
         for field, name, doc in _BACKEND_COUNTERS:
             family = CounterMetricFamily(PREFIX + name, doc, labels=["image", "backend"])
             for image in images:

@@ -23,7 +23,7 @@ Rules:
   reading ahead stays between half a window and a window ahead of the reader.
 - Rule 3 (ownership): `ReadAhead.serve` owns a nursery of `workers` tasks (STYLE 6); the image's
   owner runs it beside the image's prefetch and cancels it before closing the image (daemon.py,
-  served_images.py). With the defaults at most 3 × 30 MiB of answers are in memory at once. Jobs wait
+  served_images.py). Jobs wait
   in a bounded queue; when it is full, new jobs are dropped: read-ahead is a hint, and an
   on-demand read fetches whatever read-ahead did not.
 - Rule 4 (one fetch per chunk): a fetch job is one run of missing chunks of one blob, fetched with
@@ -31,11 +31,10 @@ Rules:
   starts and skips ready or claimed ones), so an on-demand read of a chunk being read ahead waits
   for that flight instead of fetching it again, and a failed job leaves its chunks to on-demand
   reads (blob_reader.py, Rule 7). Failures are logged at debug level and never stop the workers.
-- Rule 5 (into memory): a job leaves the chunks it verified in `recent` (recent_chunks.py), whose
-  budget is `memory` bytes, so the reads that follow are answered from memory instead of a
-  pread of the cache file. Cached chunks are not loaded into memory ahead of the reader: that
-  moves the same copy to another thread and measured slower (the reader's own `dd` needs the
-  other core).
+- Rule 5 (into the cache only): a job's chunks land in the cache file, and the reads that follow
+  are answered from there as views of its mapping (chunk_cache.py), so no chunk is held in the
+  daemon's memory after its job. (Keeping them in memory for the reader measured no faster once
+  the cache file was read through views, and kept every page read mapped in the daemon.)
 - Rule 6 (bounded memory): at most `max_files` files keep a window (least recently read dropped).
 - Rule 7 (setting): an image's `read_ahead` setting caps the window; the first window and each
   backend request are no larger than the cap, and 0 turns read-ahead off (`ReadAhead.up_to`), for
@@ -51,9 +50,8 @@ import trio
 from lazyfly.api.fusefs import DEFAULT_READ_AHEAD
 from lazyfly.errors import LazyflyError
 from lazyfly.format.layout import ChunkRef
-from lazyfly.fusefs.blob_reader import BlobReader, Chunk
+from lazyfly.fusefs.blob_reader import BlobReader
 from lazyfly.fusefs.lru import Lru
-from lazyfly.fusefs.recent_chunks import RecentChunks
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +62,9 @@ DEFAULT_INITIAL_WINDOW = 8 << 20
 DEFAULT_MAXIMUM_WINDOW = DEFAULT_READ_AHEAD
 # Compressed bytes per read-ahead backend request. Large, because docker-registry reads at least
 # 4 MiB from its file into a fresh buffer for every range request (its CPU per GiB fell from
-# 1.5-1.9 s at 16 MiB to 1.3-1.45 s here); under 32 MiB, because glibc serves smaller answers
-# from memory it already has, where larger ones are fresh mappings faulted in page by page.
+# 1.5-1.9 s at 16 MiB to 1.3-1.45 s here). An answer is received a chunk at a time into one reused
+# buffer (run_sink.py), so its size costs no memory.
 DEFAULT_RUN_LIMIT = 30 << 20
-DEFAULT_MEMORY = 64 << 20  # bytes of read-ahead chunks kept in memory per image
 DEFAULT_WORKERS = 3
 DEFAULT_MAX_FILES = 1024
 QUEUE_LIMIT = 64  # jobs waiting for a worker
@@ -82,7 +79,6 @@ class ReadAheadPolicy:
     maximum: int = DEFAULT_MAXIMUM_WINDOW
     run_limit: int = DEFAULT_RUN_LIMIT
     workers: int = DEFAULT_WORKERS
-    memory: int = DEFAULT_MEMORY
 
     def __post_init__(self) -> None:
         if (
@@ -90,7 +86,6 @@ class ReadAheadPolicy:
             or not 0 < self.initial <= self.maximum
             or self.run_limit <= 0
             or self.workers < 1
-            or self.memory < 0
         ):
             raise ValueError(f"bad read-ahead policy {self}")
 
@@ -144,7 +139,7 @@ class _Job:
 class ReadAhead:
     """The read-ahead of one image: a window per file, and the workers that fetch (Rules 3–5).
 
-    `enabled=False` keeps the machinery (memory for chunks, workers) but never opens a window.
+    `enabled=False` keeps the workers but never opens a window.
     """
 
     def __init__(
@@ -156,7 +151,6 @@ class ReadAhead:
     ) -> None:
         self.policy = policy or ReadAheadPolicy()
         self.enabled = enabled
-        self.recent = RecentChunks(self.policy.memory)
         self.jobs_done = 0  # jobs fetched (or found with nothing left to fetch)
         self.jobs_dropped = 0  # jobs not queued because the queue was full
         self.jobs_failed = 0  # jobs whose fetch failed
@@ -210,12 +204,8 @@ class ReadAhead:
 
     async def _work(self) -> None:
         async for job in self._receive:
-
-            def keep(ref: ChunkRef, chunk: Chunk, blob_index: int = job.blob_index) -> None:
-                self.recent.put((blob_index, ref.uncompressed_offset), chunk)
-
             try:
-                await job.reader.prefetch(job.refs, merge_limit=self.policy.run_limit, keep=keep)
+                await job.reader.prefetch(job.refs, merge_limit=self.policy.run_limit)
             except (LazyflyError, OSError) as exc:
                 self.jobs_failed += 1
                 digest = job.reader.blob.digest

@@ -2,6 +2,9 @@
 
 Rules every implementation keeps (tests/suites/backend_suite.py checks them on each):
 - `read_range` returns exactly `length` bytes from `offset` or raises; it never returns short;
+- `read_range_into` delivers the same bytes into a RangeSink (range_sink.py), piece by piece as
+  they arrive where the backend can (one reused buffer, no answer assembled), and follows every
+  rule below as `read_range` does for the sink's length;
 - a blob that does not exist, or a range past its end, raises lazyfly.errors.NotFound naming the
   digest (and the range); a length of 0 returns b"" without I/O; a negative offset or length or a
   malformed digest raises InvalidArgument; a read after `aclose` raises FailedPrecondition;
@@ -15,6 +18,7 @@ Rules every implementation keeps (tests/suites/backend_suite.py checks them on e
 from typing import Protocol
 
 from lazyfly.backend.stats import BackendStats
+from lazyfly.range_sink import RangeSink
 
 
 class BlobBackend(Protocol):
@@ -25,6 +29,12 @@ class BlobBackend(Protocol):
 
     async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
         """Return `length` bytes of blob `digest` starting at `offset`."""
+        ...
+
+    async def read_range_into(
+        self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
+    ) -> None:
+        """Deliver the bytes of blob `digest` from `offset` into `sink`, as many as it takes."""
         ...
 
     async def aclose(self) -> None:

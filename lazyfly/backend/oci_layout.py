@@ -4,7 +4,8 @@ Rules kept:
 
 - Rule 1: each read opens the blob file, `os.pread`s exactly the range and closes it, in a worker
   thread (`anyio.to_thread.run_sync`), so the event loop never blocks on the disk. No descriptor is
-  cached, so `aclose` can never close a file under a running read.
+  cached, so `aclose` can never close a file under a running read. `read_range_into` reads each
+  piece into the sink's buffer and hands it over before reading the next, in the same thread.
 - Rule 2: a missing blob is NotFound naming the digest and the layout; a range running past the end
   of the blob is NotFound as well (see byte_range Rule 2), decided from the file size before reading,
   so a read never returns short; a file that shrinks mid-read is Corrupt.
@@ -24,6 +25,7 @@ from lazyfly.backend.byte_range import check_range, describe, past_end
 from lazyfly.backend.stats import BackendStats, counted
 from lazyfly.errors import Corrupt, FailedPrecondition, NotFound
 from lazyfly.oci.layout import OciLayout
+from lazyfly.range_sink import RangeSink, range_length
 
 
 class OciLayoutBackend:
@@ -41,36 +43,82 @@ class OciLayoutBackend:
 
     async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
         """Return `length` bytes of blob `digest` from `offset` (prefetch makes no difference here)."""
-        check_range(digest, offset, length)
-        if self._closed:
-            raise FailedPrecondition(f"{self!r} is closed: cannot read blob {digest}")
+        self._check(digest, offset, length)
         if length == 0:
             return b""
         return await counted(
-            self.stats, lambda: anyio.to_thread.run_sync(self._pread, digest, offset, length)
+            self.stats, lambda: anyio.to_thread.run_sync(self._pread, digest, offset, length), length
         )
 
+    async def read_range_into(
+        self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
+    ) -> None:
+        """Deliver the bytes of blob `digest` from `offset` into `sink`, a piece at a time (Rule 1)."""
+        length = range_length(sink)
+        self._check(digest, offset, length)
+        if length == 0:
+            return
+        await counted(
+            self.stats, lambda: anyio.to_thread.run_sync(self._pread_into, digest, offset, sink), length
+        )
+
+    def _check(self, digest: str, offset: int, length: int) -> None:
+        check_range(digest, offset, length)
+        if self._closed:
+            raise FailedPrecondition(f"{self!r} is closed: cannot read blob {digest}")
+
     def _pread(self, digest: str, offset: int, length: int) -> bytes:
-        path = self.layout.blob_path(digest)
+        fd = self._open(digest, offset, length)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound(f"blob {digest} not found in OCI layout {self.layout.path}") from None
-        try:
-            size = os.fstat(fd).st_size
-            if offset + length > size:
-                raise past_end(digest, offset, length, size)
             parts: list[bytes] = []
             done = 0
             while done < length:
                 part = os.pread(fd, length - done, offset + done)
                 if not part:
-                    raise Corrupt(f"{describe(digest, offset, length)}: {path} shrank while being read")
+                    raise self._shrank(digest, offset, length)
                 parts.append(part)
                 done += len(part)
             return parts[0] if len(parts) == 1 else b"".join(parts)
         finally:
             os.close(fd)
+
+    def _pread_into(self, digest: str, offset: int, sink: RangeSink) -> None:
+        length = range_length(sink)
+        fd = self._open(digest, offset, length)
+        try:
+            buffer = memoryview(sink.buffer)
+            sink.restart()
+            at = offset
+            for size in sink.piece_sizes:
+                self._fill(fd, buffer[:size], at, digest, offset, length)
+                sink.take(buffer[:size])
+                at += size
+        finally:
+            os.close(fd)
+
+    def _open(self, digest: str, offset: int, length: int) -> int:
+        """The blob's file, open for reading, once it is known to hold the range (Rule 2)."""
+        try:
+            fd = os.open(self.layout.blob_path(digest), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} not found in OCI layout {self.layout.path}") from None
+        size = os.fstat(fd).st_size
+        if offset + length > size:
+            os.close(fd)
+            raise past_end(digest, offset, length, size)
+        return fd
+
+    def _fill(self, fd: int, view: memoryview, at: int, digest: str, offset: int, length: int) -> None:
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], at + done)
+            if got <= 0:
+                raise self._shrank(digest, offset, length)
+            done += got
+
+    def _shrank(self, digest: str, offset: int, length: int) -> Corrupt:
+        path = self.layout.blob_path(digest)
+        return Corrupt(f"{describe(digest, offset, length)}: {path} shrank while being read")
 
     async def aclose(self) -> None:
         """Mark the backend closed (it holds no open files between reads)."""

@@ -30,7 +30,12 @@ Rules:
   cancelled (its `fail_after`) shuts the socket down: the worker thread returns at once, and the
   connection is closed by that thread, never pooled. A connect cannot be interrupted that way,
   so it is always bounded (by UNBOUNDED_CONNECT_TIMEOUT when the request sets none).
-- Rule 6 (TLS): https uses httpx's default SSL context (made once, on the first https request)
+- Rule 6 (range sinks): a request with a RangeSink in its SINK_EXTENSION whose answer is a 206 on
+  a plain socket, with a Content-Length equal to the sink's length, has its body delivered into
+  the sink in that thread, piece after piece received into the sink's buffer (range_sink.py), and
+  returns an empty body with the response extension SINK_EXTENSION set to True. Any other answer
+  (an error status, a 200, TLS) is returned as usual and the caller feeds the sink itself.
+- Rule 7 (TLS): https uses httpx's default SSL context (made once, on the first https request)
   with SNI and certificate checks, like httpx.AsyncClient(verify=True).
 """
 
@@ -45,6 +50,8 @@ import anyio
 import h11
 import httpx
 
+from lazyfly.range_sink import SINK_EXTENSION, RangeSink, range_length
+
 DEFAULT_BUFFER_LIMIT = 64 << 20  # bodies up to this size are read in one thread hop
 DEFAULT_MAX_IDLE = 16  # idle connections kept per origin
 HEAD_LIMIT = 64 << 10  # the longest response head accepted
@@ -54,6 +61,8 @@ _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _NO_BODY_STATUSES = (204, 304)
 
 Origin = tuple[bytes, str, int]  # scheme, host, port
+# status, reason, headers, body read whole, body to stream, whether the body went into a RangeSink
+_Answer = tuple[int, bytes, list[tuple[bytes, bytes]], bytes, "_StreamedBody | None", bool]
 
 
 def _timeval(seconds: float | None) -> bytes:
@@ -157,8 +166,8 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             self._ssl = await anyio.to_thread.run_sync(httpx.create_ssl_context)
         exchange = _Exchange()
         result = await _in_thread(exchange, self._exchange, exchange, origin, request, body)
-        status, reason, headers, content, stream = result
-        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
+        status, reason, headers, content, stream, delivered = result
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason, SINK_EXTENSION: delivered}
         body_stream = stream if stream is not None else httpx.ByteStream(content)
         return httpx.Response(status, headers=headers, stream=body_stream, extensions=extensions)
 
@@ -173,9 +182,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
 
     # --- the worker thread's side ----------------------------------------------------------------
 
-    def _exchange(
-        self, exchange: _Exchange, origin: Origin, request: httpx.Request, body: bytes
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes, "_StreamedBody | None"]:
+    def _exchange(self, exchange: _Exchange, origin: Origin, request: httpx.Request, body: bytes) -> _Answer:
         timeouts = _Timeouts.of(request)
         fresh = False
         while True:
@@ -201,7 +208,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         request: httpx.Request,
         body: bytes,
         timeouts: _Timeouts,
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes, "_StreamedBody | None"]:
+    ) -> _Answer:
         protocol = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
         try:
             wire = protocol.send(
@@ -221,16 +228,30 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         response, leftover = self._read_response_head(conn, protocol, timeouts)
         headers = list(response.headers)
         length = _body_length(request.method, response)
-        if length is not None and length <= self.buffer_limit:
-            content = _read_exact(conn, length, leftover, timeouts)
+        sink: RangeSink | None = request.extensions.get(SINK_EXTENSION)
+        delivered = (
+            sink is not None
+            and response.status_code == 206
+            and conn.plain
+            and not leftover
+            and length == range_length(sink)
+        )
+        if delivered or (length is not None and length <= self.buffer_limit):
+            if delivered:
+                assert sink is not None and length is not None
+                _deliver(conn, sink, timeouts)
+                content = b""
+            else:
+                assert length is not None
+                content = _read_exact(conn, length, leftover, timeouts)
             keep = _keeps_alive(request, response)
             if exchange.finish() and keep:
                 self._checkin(origin, conn)
             else:
                 conn.close()
-            return response.status_code, response.reason, headers, content, None
+            return response.status_code, response.reason, headers, content, None, delivered
         stream = _StreamedBody(self, exchange, conn, origin, protocol, timeouts)
-        return response.status_code, response.reason, headers, b"", stream
+        return response.status_code, response.reason, headers, b"", stream, False
 
     def _read_response_head(
         self, conn: _Connection, protocol: h11.Connection, timeouts: _Timeouts
@@ -464,6 +485,26 @@ def _read_exact(conn: _Connection, length: int, leftover: bytes, timeouts: _Time
         return bytes(body)
     except OSError as exc:
         raise _read_error(exc, timeouts) from exc
+
+
+def _deliver(conn: _Connection, sink: RangeSink, timeouts: _Timeouts) -> None:
+    """Receive a body piece by piece into the sink's buffer and hand each piece over (Rule 6)."""
+    buffer = memoryview(sink.buffer)
+    sink.restart()
+    for size in sink.piece_sizes:
+        piece = buffer[:size]
+        got = 0
+        try:
+            while got < size:
+                n = conn.sock.recv_into(piece[got:], size - got, socket.MSG_WAITALL)
+                if n == 0:
+                    raise httpx.RemoteProtocolError(
+                        f"connection closed {size - got} bytes short of a range piece"
+                    )
+                got += n
+        except OSError as exc:
+            raise _read_error(exc, timeouts) from exc
+        sink.take(piece)
 
 
 def _recv_some(conn: _Connection, limit: int, timeouts: _Timeouts) -> bytes:

@@ -39,6 +39,7 @@ from lazyfly.oci.manifest import (
     select_platform,
 )
 from lazyfly.oci.reference import check_digest
+from lazyfly.range_sink import SINK_EXTENSION, RangeSink, feed, range_length
 
 DEFAULT_REGISTRY_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_TRIES = 4
@@ -310,19 +311,41 @@ class RegistryClient:
             raise ValueError(f"bad range start={start} length={length}")
         if length == 0:
             return b""
+        return await self._get_range(repo, digest, start, length, None)
+
+    async def get_blob_range_into(self, repo: str, digest: str, start: int, sink: RangeSink) -> None:
+        """Deliver the bytes of a blob from `start` into `sink` (range_sink.py): straight from the
+        socket when the transport can (threaded_transport.py, Rule 6), else from the whole answer."""
+        length = range_length(sink)
+        if start < 0:
+            raise ValueError(f"bad range start={start} length={length}")
+        if length:
+            data = await self._get_range(repo, digest, start, length, sink)
+            if data is not None:
+                await anyio.to_thread.run_sync(feed, sink, data)
+
+    async def _get_range(
+        self, repo: str, digest: str, start: int, length: int, sink: RangeSink | None
+    ) -> bytes | None:
+        """One ranged GET; its body, or None when the transport delivered it into `sink`."""
         what = f"bytes {start}-{start + length - 1} of blob {digest} of {repo}"
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
-        response = await self._send("GET", self.blob_url(repo, digest), what, ok=(200, 206), headers=headers)
+        extensions = {} if sink is None else {SINK_EXTENSION: sink}
+        response = await self._send(
+            "GET", self.blob_url(repo, digest), what, ok=(200, 206), headers=headers, extensions=extensions
+        )
         assert response is not None
-        data = response.content
-        if response.status_code == 200:
-            data = data[start : start + length]
-        else:
+        if response.status_code == 206:
             content_range = response.headers.get("Content-Range", "")
             if not content_range.startswith(f"bytes {start}-"):
                 raise RemoteProtocolError(
                     f"{what}: registry {self.registry} sent Content-Range {content_range!r}"
                 )
+            if response.extensions.get(SINK_EXTENSION):
+                return None
+        data = response.content
+        if response.status_code == 200:
+            data = data[start : start + length]
         if len(data) != length:
             raise RemoteProtocolError(f"{what}: registry {self.registry} sent {len(data)} bytes")
         return data

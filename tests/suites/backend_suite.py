@@ -51,6 +51,31 @@ async def opened(source: BackendSource) -> AsyncIterator[BlobBackend]:
         await backend.aclose()
 
 
+class CollectingSink:
+    """A RangeSink that keeps a copy of every piece, and counts deliveries started."""
+
+    def __init__(self, piece_sizes: list[int]) -> None:
+        self.piece_sizes = piece_sizes
+        self.buffer = bytearray(max(piece_sizes, default=0))
+        self.pieces: list[bytes] = []
+        self.restarts = 0
+        self.received_in_place = 0  # pieces the backend received straight into `buffer`
+
+    def restart(self) -> None:
+        self.restarts += 1
+        self.pieces = []
+
+    def take(self, piece: memoryview) -> None:
+        self.pieces.append(bytes(piece))
+        self.received_in_place += piece.obj is self.buffer
+
+
+async def read_into(backend: BlobBackend, digest: str, offset: int, sink: CollectingSink, **kw: bool) -> None:
+    """Deliver into `sink` with a generous bound, like `read`."""
+    with anyio.fail_after(CALL_TIMEOUT):
+        await backend.read_range_into(digest, offset, sink, **kw)
+
+
 async def read(backend: BlobBackend, digest: str, offset: int, length: int, **kw: bool) -> bytes:
     """Read with a generous bound, so a hanging backend fails instead of stalling."""
     with anyio.fail_after(CALL_TIMEOUT):
@@ -139,6 +164,38 @@ class BlobBackendSuite:
             await read(backend, digest, 100, 23)
             stats = backend.stats  # type: ignore[attr-defined]
             assert (stats.requests, stats.bytes, stats.errors) == (2, 123, 0)
+
+    async def test_a_range_delivered_into_a_sink_comes_in_its_pieces_in_order(
+        self, backend_source: BackendSource
+    ):
+        digest, data = backend_source.largest()
+        sizes = [1, 4095, 70_000, 1 << 20, 3]
+        async with opened(backend_source) as backend:
+            for prefetch in (False, True):
+                sink = CollectingSink(sizes)
+                await read_into(backend, digest, 500, sink, prefetch=prefetch)
+                assert [len(piece) for piece in sink.pieces] == sizes and sink.restarts >= 1
+                assert b"".join(sink.pieces) == data[500 : 500 + sum(sizes)]
+            stats = backend.stats  # type: ignore[attr-defined]
+            assert (stats.requests, stats.bytes, stats.errors) == (2, 2 * sum(sizes), 0)
+
+    async def test_a_delivery_past_the_end_or_after_aclose_fails_like_a_read(
+        self, backend_source: BackendSource
+    ):
+        digest, data = backend_source.largest()
+        backend = backend_source.open()
+        try:
+            with pytest.raises(NotFound, match=digest):
+                await read_into(backend, digest, len(data) - 10, CollectingSink([5, 6]))
+            with pytest.raises(NotFound, match=MISSING_DIGEST):
+                await read_into(backend, MISSING_DIGEST, 0, CollectingSink([10]))
+            empty = CollectingSink([])
+            await read_into(backend, digest, 0, empty)
+            assert empty.pieces == [] and empty.restarts == 0
+        finally:
+            await backend.aclose()
+        with pytest.raises(FailedPrecondition):
+            await read_into(backend, digest, 0, CollectingSink([10]))
 
     async def test_aclose_is_idempotent_and_final(self, backend_source: BackendSource):
         digest, data = backend_source.largest()

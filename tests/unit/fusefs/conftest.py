@@ -22,6 +22,7 @@ from lazyfly.builder.image_source import as_lazy_image, open_local_image
 from lazyfly.format.bootstrap_reader import Bootstrap
 from lazyfly.format.layout import BlobInfo, ChunkRef
 from lazyfly.fusefs.blob_reader import BlobReader
+from lazyfly.range_sink import RangeSink, feed, range_length
 
 LAZYFLY = Path(sys.executable).with_name("lazyfly")
 CHUNK = 64 << 10
@@ -72,6 +73,12 @@ class CountingBackend:
             return os.pread(fd, length, offset)
         finally:
             os.close(fd)
+
+    async def read_range_into(
+        self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
+    ) -> None:
+        data = await self.read_range(digest, offset, range_length(sink), prefetch=prefetch)
+        await trio.to_thread.run_sync(feed, sink, data)
 
     async def aclose(self) -> None:
         return None

@@ -151,6 +151,11 @@ def test_plan_runs_merges_within_the_gap_and_never_splits_a_chunk():
     assert plan_runs([refs[3]], 10, 0) == [[refs[3]]]  # bigger than the limit, still one request
 
 
+def test_plan_runs_puts_refs_whose_stored_bytes_overlap_in_separate_runs():
+    first, overlapping, after = _ref(0, 100, 0), _ref(50, 100, 4096), _ref(150, 10, 8192)
+    assert plan_runs([first, overlapping, after], 1 << 20, 1000) == [[first], [overlapping, after]]
+
+
 def _put_byte(path: Path, offset: int, value: int) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fixtures.memory_maps import mapped_kib
 
 from lazyfly.errors import Corrupt, FailedPrecondition
 from lazyfly.format.layout import BlobInfo
@@ -95,27 +96,16 @@ def test_a_full_disk_raises_cache_full(tiny_tmpfs: Path):
         cache.close()
 
 
-def _mapped_kib(path: Path) -> int:
-    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if "-" in line.split(" ", 1)[0]:
-            inside = line.endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
-
 def test_a_view_serves_the_cached_bytes_and_only_the_last_views_pages_stay_mapped(tmp_path: Path):
     cache = ChunkCache.open(tmp_path, BLOB)
     data = os.urandom(3 << 20)
     cache.write(0, data)
     first = cache.view(100, 1 << 20)
     assert first == data[100 : 100 + (1 << 20)]
-    assert _mapped_kib(cache.data_path) >= 1 << 10
+    assert mapped_kib(cache.data_path) >= 1 << 10
     second = cache.view(2 << 20, 1 << 20)
     assert second == data[2 << 20 :]
-    assert (1 << 10) <= _mapped_kib(cache.data_path) <= (1 << 10) + 4  # the first view's pages are gone
+    assert (1 << 10) <= mapped_kib(cache.data_path) <= (1 << 10) + 4  # the first view's pages are gone
     assert first[:10] == data[100:110]  # an old view still reads right: its pages fault back in
     cache.close()  # with views still held: the mapping goes when they do
     assert bytes(second[-5:]) == data[-5:]

@@ -6,7 +6,8 @@ import random
 import stat
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from lazyfly.fusefs.config import PrefetchSettings
 from lazyfly.fusefs.image import MountedImage
 from lazyfly.fusefs.prefetch import PrefetchStats, TokenBucket, plan_batches, plan_prefetch, run_prefetch
 from lazyfly.fusefs.reader_pool import ReaderPool
+from lazyfly.range_sink import RangeSink, range_length
 
 LAZYFLY = Path(sys.executable).with_name("lazyfly")
 
@@ -194,6 +196,17 @@ class CountingBackend:
         self.active = self.peak = 0  # requests running now, and at most at once
 
     async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
+        async with self._recorded(digest, offset, length, prefetch):
+            return await self.inner.read_range(digest, offset, length, prefetch=prefetch)
+
+    async def read_range_into(
+        self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
+    ) -> None:
+        async with self._recorded(digest, offset, range_length(sink), prefetch):
+            await self.inner.read_range_into(digest, offset, sink, prefetch=prefetch)
+
+    @asynccontextmanager
+    async def _recorded(self, digest: str, offset: int, length: int, prefetch: bool) -> AsyncIterator[None]:
         self.requests.append((offset, length, prefetch))
         self.active += 1
         self.peak = max(self.peak, self.active)
@@ -202,7 +215,7 @@ class CountingBackend:
                 await self.on_request(len(self.requests))
             if prefetch and self.fail_prefetch:
                 raise Unavailable(f"blob {digest} at {offset}: prefetch refused by the test")
-            return await self.inner.read_range(digest, offset, length, prefetch=prefetch)
+            yield
         finally:
             self.active -= 1
 

@@ -101,10 +101,10 @@ def test_queued_runs_are_fetched_by_the_workers_as_prefetch_requests(tmp_path: P
         assert len(backend.requests) == 2 and all(prefetch for *_, prefetch in backend.requests)
         assert (read_ahead.jobs_done, read_ahead.jobs_failed) == (2, 0)
         source = (built_image.source / "random-700k").read_bytes()
-        for ref in refs:  # the verified chunks stay in memory for the reads to come
+        for ref in refs:  # the verified chunks are in the cache for the reads to come
             assert (
-                read_ahead.recent.get((0, ref.uncompressed_offset))
-                == source[ref.file_offset :][: ref.uncompressed_size]
+                reader.cache.read(ref.uncompressed_offset, ref.uncompressed_size)
+                == (source[ref.file_offset :][: ref.uncompressed_size])
             )
         await reader.aclose()
 
