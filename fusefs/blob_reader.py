@@ -21,8 +21,10 @@ Rules:
   bigger than the limit is one run of its own, never split. Runs of one read go out concurrently.
 - Rule 5 (verify, then store, then mark): the backend delivers a run into a RunSink
   (run_sink.py), which inflates and blake3-checks each chunk as its bytes arrive, in the worker
-  thread that received them, and writes it to the cache there; its bit is set back on the event
-  loop (one thread owns the map) only after the delivery returned. A digest or inflate failure
+  thread that received them, and writes it to the cache there; then it announces the chunk, and
+  its bit is set and its flight settled back on the event loop (one thread owns the map), so a
+  reader waits for its own chunk, not for the rest of the run. A delivery that fails or is retried
+  leaves the chunks it settled settled; a cancelled one settles nothing more. A digest or inflate failure
   raises Corrupt naming the blob and uncompressed offset, writes and marks nothing, and counts
   in `digest_failures`; the key is free again, so the next read fetches again.
 - Rule 6 (full disk): a CacheFull write serves the verified bytes from memory, unmarked, counts
@@ -41,7 +43,7 @@ Rules:
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
@@ -51,7 +53,7 @@ from lazyfly.errors import Corrupt, InvalidArgument
 from lazyfly.format.layout import UNCOMPRESSED_ALIGNMENT, BlobInfo, ChunkRef
 from lazyfly.fusefs.chunk_cache import ChunkCache
 from lazyfly.fusefs.inflight import Abandoned, Flight, InFlight
-from lazyfly.fusefs.run_sink import Chunk, RunSink
+from lazyfly.fusefs.run_sink import Chunk, Outcome, RunSink
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,17 @@ class BlobReaderStats:
     cache_full_events: int = 0  # verified chunks that did not fit in the cache
     inflight: int = 0  # chunks being fetched now
     oldest_inflight_start: float | None = None  # trio.current_time() when the oldest one started
+
+
+@dataclass
+class _Settling:
+    """The flights of one run being fetched, and which of them are settled (Rule 5)."""
+
+    run: list[tuple[ChunkRef, ChunkFlight]]
+    prefetch: bool
+    done: set[int] = field(default_factory=set)  # indexes in `run` of the settled chunks
+    errors: list[Exception] = field(default_factory=list)  # the Corrupt outcomes, in order
+    live: bool = True  # False once the fetch was cancelled
 
 
 def plan_runs(refs: Sequence[ChunkRef], merge_limit: int, merge_gap: int) -> list[list[ChunkRef]]:
@@ -266,44 +279,61 @@ class BlobReader:
                 nursery.start_soon(self._fetch_run, run, False)
 
     async def _fetch_run(self, run: list[tuple[ChunkRef, ChunkFlight]], prefetch: bool) -> Exception | None:
-        """Read one run with one backend request; settle each flight; return the first error.
+        """Read one run with one backend request; settle each flight as its chunk arrives (Rule
+        5); return the first error.
 
         Never raises an Exception (errors go to the flights, whose waiters raise them), so one
         bad run does not cancel its sibling runs.
         """
         refs = [ref for ref, _ in run]
         start = refs[0].compressed_offset
-        sink = RunSink(self.blob, self.cache, refs, start)
+        settling = _Settling(run, prefetch)
+        token = trio.lowlevel.current_trio_token()
+
+        def announce(index: int, outcome: Outcome) -> None:  # the backend's worker thread
+            token.run_sync_soon(self._settle, settling, index, outcome)
+
+        sink = RunSink(self.blob, self.cache, refs, start, announce=announce)
         try:
             await self.backend.read_range_into(self.blob.digest, start, sink, prefetch=prefetch)
         except Exception as exc:
             self._counters.backend_errors += 1
             for _, flight in run:
-                self._fail(flight, exc, prefetch)
+                self._fail(flight, exc, prefetch)  # a no-op for the chunks already settled
             return exc
+        except BaseException:
+            settling.live = False  # cancelled: announcements still queued change nothing
+            raise
         finally:
             sink.close()  # a backend thread still delivering a given-up run writes no more
         length = sum(sink.piece_sizes)
         self._counters.bytes_fetched += length
         if prefetch:
             self._counters.prefetch_bytes += length
-        first_error: Exception | None = None
-        for (ref, flight), outcome in zip(run, sink.outcomes, strict=True):
-            if isinstance(outcome, Corrupt):
-                self._counters.digest_failures += 1
-                self._fail(flight, outcome, prefetch)
-                first_error = first_error or outcome
-                continue
-            chunk, full = outcome
-            if full is None:
-                self.cache.mark_ready(ref.uncompressed_offset)  # Rule 5: the write has returned
-            else:
-                self._counters.cache_full_events += 1
-                if not self._warned_full:
-                    self._warned_full = True
-                    log.warning("%s; serving chunks from memory until there is room", full)
-            flight.set_result(chunk)
-        return first_error
+        for index, outcome in enumerate(sink.outcomes):
+            self._settle(settling, index, outcome)  # those whose announcement has not run yet
+        return settling.errors[0] if settling.errors else None
+
+    def _settle(self, settling: "_Settling", index: int, outcome: Outcome) -> None:
+        """On the event loop: settle the flight of chunk `index` of a run by its outcome, once."""
+        if not settling.live or index in settling.done:
+            return
+        settling.done.add(index)
+        ref, flight = settling.run[index]
+        if isinstance(outcome, Corrupt):
+            self._counters.digest_failures += 1
+            self._fail(flight, outcome, settling.prefetch)
+            settling.errors.append(outcome)
+            return
+        chunk, full = outcome
+        if full is None:
+            self.cache.mark_ready(ref.uncompressed_offset)  # Rule 5: the write has returned
+        else:
+            self._counters.cache_full_events += 1
+            if not self._warned_full:
+                self._warned_full = True
+                log.warning("%s; serving chunks from memory until there is room", full)
+        flight.set_result(chunk)
 
     @staticmethod
     def _fail(flight: ChunkFlight, error: Exception, prefetch: bool) -> None:

@@ -9,21 +9,24 @@ Rules:
 - Rule 1 (verify, then store): a chunk is inflated (unless stored raw) and its blake3 compared
   with its ref before it is written to the cache; a chunk that fails is an `Corrupt` outcome naming
   the blob and uncompressed offset, and nothing is written. Marking chunks ready is not the sink's
-  job: the reader does it on the event loop once the delivery returned (blob_reader.py, Rule 5).
+  job: the reader does it on the event loop (blob_reader.py, Rule 5).
 - Rule 2 (outcomes): `outcomes` has one entry per chunk of the run, in the run's order, once a
   delivery completed: the chunk's verified bytes and the CacheFull that kept them out of the cache
   (None when they were stored), or the Corrupt that rejects them. The bytes of a stored raw chunk
   are a view of the cache file's mapping (no copy); of a raw chunk that did not fit, a copy (the
   piece itself is borrowed); of a compressed chunk, what inflating it made.
-- Rule 3 (closing): a cancelled reader may leave a backend's worker thread delivering; `close`
+- Rule 3 (announcing): with an `announce` callback, each chunk's outcome is also handed to it as
+  soon as it is known, with the chunk's index in the run, in the worker thread (the reader
+  forwards it to its event loop). A retried delivery announces its chunks again.
+- Rule 4 (closing): a cancelled reader may leave a backend's worker thread delivering; `close`
   waits for the chunk being taken and makes every later `take` raise, so once it returns nothing
   more is written to the cache (which its owner may close next).
-- Rule 4 (layout): the run's refs come sorted by compressed offset and do not overlap (plan_runs
+- Rule 5 (layout): the run's refs come sorted by compressed offset and do not overlap (plan_runs
   keeps overlapping refs in separate runs); anything else is a caller's bug, refused at once.
 """
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lazyfly.compression import Compressor, decompress
 from lazyfly.digest import blake3_digest
@@ -39,9 +42,17 @@ Outcome = tuple[Chunk, CacheFull | None] | Corrupt
 class RunSink:
     """The RangeSink of one run of `refs` of `blob`, whose bytes start at compressed offset `start`."""
 
-    def __init__(self, blob: BlobInfo, cache: ChunkCache, refs: Sequence[ChunkRef], start: int) -> None:
+    def __init__(
+        self,
+        blob: BlobInfo,
+        cache: ChunkCache,
+        refs: Sequence[ChunkRef],
+        start: int,
+        announce: Callable[[int, Outcome], None] | None = None,
+    ) -> None:
         self.blob = blob
         self.cache = cache
+        self.announce = announce
         self.piece_sizes: list[int] = []
         self._pieces: list[ChunkRef | None] = []  # the chunk each piece holds; None: a gap
         at = start
@@ -74,10 +85,13 @@ class RunSink:
             ref = self._pieces[self._next]
             self._next += 1
             if ref is not None:
-                self.outcomes.append(self._verify_and_store(ref, piece))
+                outcome = self._verify_and_store(ref, piece)
+                self.outcomes.append(outcome)
+                if self.announce is not None:
+                    self.announce(len(self.outcomes) - 1, outcome)
 
     def close(self) -> None:
-        """No `take` runs after this returns (Rule 3)."""
+        """No `take` runs after this returns (Rule 4)."""
         with self._lock:
             self._closed = True
 

@@ -3,6 +3,7 @@ import itertools
 import logging
 import random
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from lazyfly.compression import Compressor
 from lazyfly.errors import Corrupt, Unavailable
 from lazyfly.format.layout import ChunkRef
 from lazyfly.fusefs.blob_reader import BlobReader, plan_runs
+from lazyfly.range_sink import RangeSink, range_length
 
 
 def _run(fn, *args) -> None:
@@ -393,3 +395,56 @@ def test_a_failed_prefetch_hands_its_chunks_to_the_waiting_reader(tmp_path: Path
         await reader.aclose()
 
     _run(main)
+
+
+@dataclasses.dataclass
+class HalfwayGatedBackend:
+    """Delivers a range's first piece, then holds the rest until `rest` is set (a slow registry)."""
+
+    path: Path
+    name: str = "gated"
+    rest: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
+        raise AssertionError("BlobReader delivers into sinks")
+
+    async def read_range_into(
+        self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
+    ) -> None:
+        data = self.path.read_bytes()[offset : offset + range_length(sink)]
+
+        def deliver() -> None:
+            sink.restart()
+            at = 0
+            for i, size in enumerate(sink.piece_sizes):
+                if i == 1 and not self.rest.wait(timeout=30):
+                    raise TimeoutError("the test never let the rest of the range through")
+                sink.take(memoryview(data)[at : at + size])
+                at += size
+
+        await trio.to_thread.run_sync(deliver)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_chunk_is_served_as_soon_as_it_arrives_not_when_its_run_ends(tmp_path: Path, built_image):
+    refs = built_image.refs("/random-700k")
+    source = (built_image.source / "random-700k").read_bytes()
+    backend = HalfwayGatedBackend(built_image.blob_path)
+
+    async def main() -> None:
+        reader = BlobReader.open(tmp_path, built_image.blob, backend)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.prefetch, refs)  # one run: every chunk of the file
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.fail_after(10):
+                (first,) = await reader.read_chunks([refs[0]])  # while the rest is held back
+            assert first == source[: refs[0].uncompressed_size]
+            assert reader.cache.is_ready(refs[0].uncompressed_offset)
+            assert not reader.cache.is_ready(refs[1].uncompressed_offset)
+            backend.rest.set()
+        assert all(reader.cache.is_ready(ref.uncompressed_offset) for ref in refs)
+        await reader.aclose()
+
+    trio.run(main)  # a real clock: the chunks arrive from a worker thread

@@ -116,3 +116,17 @@ def test_a_raw_chunk_that_does_not_fit_is_kept_as_a_copy(tmp_path: Path, monkeyp
     kept, why = sink.outcomes[0]  # type: ignore[misc]
     assert kept == chunk and isinstance(why, CacheFull)
     cache.close()
+
+
+def test_each_outcome_is_announced_with_its_index_as_soon_as_it_is_known(tmp_path: Path):
+    chunks = [os.urandom(PAGE), os.urandom(PAGE), os.urandom(PAGE)]
+    refs, run = _stored_run(chunks, gap=10)
+    cache = ChunkCache.open(tmp_path, BLOB)
+    announced: list[tuple[int, object]] = []
+    sink = RunSink(BLOB, cache, refs, 0, announce=lambda index, outcome: announced.append((index, outcome)))
+    sink.restart()
+    sink.take(memoryview(run)[: refs[0].compressed_size])
+    assert [index for index, _ in announced] == [0] and announced[0][1][0] == chunks[0]  # type: ignore[index]
+    feed(sink, run)  # a retry announces every chunk again
+    assert [index for index, _ in announced] == [0, 0, 1, 2]
+    cache.close()
