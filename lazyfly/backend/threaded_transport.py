@@ -236,22 +236,19 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             and not leftover
             and length == range_length(sink)
         )
-        if delivered or (length is not None and length <= self.buffer_limit):
-            if delivered:
-                assert sink is not None and length is not None
-                _deliver(conn, sink, timeouts)
-                content = b""
-            else:
-                assert length is not None
-                content = _read_exact(conn, length, leftover, timeouts)
-            keep = _keeps_alive(request, response)
-            if exchange.finish() and keep:
-                self._checkin(origin, conn)
-            else:
-                conn.close()
-            return response.status_code, response.reason, headers, content, None, delivered
-        stream = _StreamedBody(self, exchange, conn, origin, protocol, timeouts)
-        return response.status_code, response.reason, headers, b"", stream, False
+        if sink is not None and delivered:
+            _deliver(conn, sink, timeouts)
+            content = b""
+        elif length is not None and length <= self.buffer_limit:
+            content = _read_exact(conn, length, leftover, timeouts)
+        else:
+            stream = _StreamedBody(self, exchange, conn, origin, protocol, timeouts)
+            return response.status_code, response.reason, headers, b"", stream, False
+        if exchange.finish() and _keeps_alive(request, response):
+            self._checkin(origin, conn)
+        else:
+            conn.close()
+        return response.status_code, response.reason, headers, content, None, delivered
 
     def _read_response_head(
         self, conn: _Connection, protocol: h11.Connection, timeouts: _Timeouts
