@@ -44,7 +44,7 @@ _READ_AHEAD_COUNTERS = [
 ]
 # (field of BackendStats, metric name, help)
 _BACKEND_COUNTERS = [
-    ("requests", "backend_requests", "read_range calls on the backend."),
+    ("requests", "backend_requests", "Range reads asked of the backend."),
     ("bytes", "backend_bytes", "Bytes returned by successful backend reads."),
     ("errors", "backend_errors", "Backend reads that finally raised."),
     ("retries", "backend_retries", "Backend attempts beyond the first."),

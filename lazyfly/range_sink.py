@@ -40,6 +40,22 @@ class RangeSink(Protocol):
         ...
 
 
+class WholeRange:
+    """A RangeSink that takes a range as one piece and keeps it in `buffer`."""
+
+    def __init__(self, length: int) -> None:
+        self.piece_sizes = [length] if length else []
+        self.buffer = bytearray(length)
+
+    def restart(self) -> None:
+        """Nothing to forget: the one piece is written over whole."""
+
+    def take(self, piece: memoryview) -> None:
+        """Keep the piece (a producer that received it into `buffer` already did)."""
+        if piece.obj is not self.buffer:
+            self.buffer[:] = piece
+
+
 def range_length(sink: RangeSink) -> int:
     """The length of the range `sink` takes."""
     return sum(sink.piece_sizes)

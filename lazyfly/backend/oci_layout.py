@@ -2,10 +2,10 @@
 
 Rules kept:
 
-- Rule 1: each read opens the blob file, `os.pread`s exactly the range and closes it, in a worker
-  thread (`anyio.to_thread.run_sync`), so the event loop never blocks on the disk. No descriptor is
-  cached, so `aclose` can never close a file under a running read. `read_range_into` reads each
-  piece into the sink's buffer and hands it over before reading the next, in the same thread.
+- Rule 1: each read opens the blob file, preads each piece of the range into the sink's buffer and
+  hands it over before reading the next, and closes the file, in a worker thread
+  (`anyio.to_thread.run_sync`), so the event loop never blocks on the disk. No descriptor is
+  cached, so `aclose` can never close a file under a running read.
 - Rule 2: a missing blob is NotFound naming the digest and the layout; a range running past the end
   of the blob is NotFound as well (see byte_range Rule 2), decided from the file size before reading,
   so a read never returns short; a file that shrinks mid-read is Corrupt.
@@ -41,46 +41,20 @@ class OciLayoutBackend:
     def __repr__(self) -> str:
         return f"OciLayoutBackend({str(self.layout.path)!r})"
 
-    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
-        """Return `length` bytes of blob `digest` from `offset` (prefetch makes no difference here)."""
-        self._check(digest, offset, length)
-        if length == 0:
-            return b""
-        return await counted(
-            self.stats, lambda: anyio.to_thread.run_sync(self._pread, digest, offset, length), length
-        )
-
     async def read_range_into(
         self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
     ) -> None:
-        """Deliver the bytes of blob `digest` from `offset` into `sink`, a piece at a time (Rule 1)."""
+        """Deliver the bytes of blob `digest` from `offset` into `sink`, a piece at a time (Rule 1);
+        prefetch makes no difference here."""
         length = range_length(sink)
-        self._check(digest, offset, length)
+        check_range(digest, offset, length)
+        if self._closed:
+            raise FailedPrecondition(f"{self!r} is closed: cannot read blob {digest}")
         if length == 0:
             return
         await counted(
             self.stats, lambda: anyio.to_thread.run_sync(self._pread_into, digest, offset, sink), length
         )
-
-    def _check(self, digest: str, offset: int, length: int) -> None:
-        check_range(digest, offset, length)
-        if self._closed:
-            raise FailedPrecondition(f"{self!r} is closed: cannot read blob {digest}")
-
-    def _pread(self, digest: str, offset: int, length: int) -> bytes:
-        fd = self._open(digest, offset, length)
-        try:
-            parts: list[bytes] = []
-            done = 0
-            while done < length:
-                part = os.pread(fd, length - done, offset + done)
-                if not part:
-                    raise self._shrank(digest, offset, length)
-                parts.append(part)
-                done += len(part)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-        finally:
-            os.close(fd)
 
     def _pread_into(self, digest: str, offset: int, sink: RangeSink) -> None:
         length = range_length(sink)

@@ -23,12 +23,11 @@ Rules kept:
 - Rule 3: without a fallback, the proxy is retried like a registry (retry.py): Unavailable within
   tries × attempt_timeout + backoff.
 - Rule 4: the backend owns its fallback: `aclose` closes it too.
-- Rule 5: `read_range_into` feeds its RangeSink from the proxy's whole answer (in a worker
-  thread), or lets the fallback deliver into it; the rules above apply to it unchanged.
+- Rule 5: a read feeds its RangeSink from the proxy's whole answer (in a worker thread; httpx's
+  own transport reads it), or lets the fallback deliver into it.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import anyio
 import httpx
@@ -43,7 +42,7 @@ from lazyfly.backend.retry import (
     RetryPolicy,
     retrying,
 )
-from lazyfly.backend.stats import Answer, BackendStats, counted
+from lazyfly.backend.stats import BackendStats, counted
 from lazyfly.errors import InvalidArgument, NotFound, RemoteProtocolError, Unavailable
 from lazyfly.oci.auth import AuthenticationFailed, RegistryAuth
 from lazyfly.oci.reference import RegistryRef
@@ -99,83 +98,45 @@ class PeerProxyBackend:
     def __repr__(self) -> str:
         return f"PeerProxyBackend({self.proxy_url} -> {self.origin}/{self.ref.repository})"
 
-    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
-        """Return `length` bytes of blob `digest` from `offset`, via the proxy or the fallback."""
-        check_range(digest, offset, length)
-        if length == 0:
-            return b""
-
-        async def via_fallback(fallback: BlobBackend) -> bytes:
-            return await fallback.read_range(digest, offset, length, prefetch=prefetch)
-
-        return await counted(
-            self.stats,
-            lambda: self._read(
-                digest,
-                offset,
-                length,
-                prefetch,
-                lambda client: self.try_read_range(client, digest, offset, length, prefetch=prefetch),
-                via_fallback,
-            ),
-            length,
-        )
-
     async def read_range_into(
         self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
     ) -> None:
-        """Deliver the bytes of blob `digest` from `offset` into `sink`: the proxy's whole answer,
-        or the fallback's delivery."""
+        """Deliver the bytes of blob `digest` from `offset` into `sink`: the proxy's whole answer
+        (Rule 5), or the fallback's delivery."""
         length = range_length(sink)
         check_range(digest, offset, length)
         if length == 0:
             return
+        await counted(self.stats, lambda: self._read(digest, offset, sink, prefetch), length)
 
-        async def via_proxy(client: httpx.AsyncClient) -> None:
+    async def _read(self, digest: str, offset: int, sink: RangeSink, prefetch: bool) -> None:
+        client = await self._client.get(digest)
+        policy = self.prefetch if prefetch else self.on_demand
+        length = range_length(sink)
+
+        async def attempt() -> None:
             data = await self.try_read_range(client, digest, offset, length, prefetch=prefetch)
             await anyio.to_thread.run_sync(feed, sink, data)
 
-        async def via_fallback(fallback: BlobBackend) -> None:
-            await fallback.read_range_into(digest, offset, sink, prefetch=prefetch)
-
-        await counted(
-            self.stats, lambda: self._read(digest, offset, length, prefetch, via_proxy, via_fallback), length
-        )
-
-    async def _read(
-        self,
-        digest: str,
-        offset: int,
-        length: int,
-        prefetch: bool,
-        attempt: Callable[[httpx.AsyncClient], Awaitable[Answer]],
-        via_fallback: Callable[[BlobBackend], Awaitable[Answer]],
-    ) -> Answer:
-        client = await self._client.get(digest)
-        policy = self.prefetch if prefetch else self.on_demand
         if self.fallback is None:
             what = f"{describe(digest, offset, length)} through peer proxy {self.proxy_url}"
-            return await retrying(policy, lambda: attempt(client), what, self.stats)
-        if anyio.current_time() < self._down_until:
-            return await self._read_fallback(via_fallback)
-        try:
-            with anyio.fail_after(policy.attempt_timeout):
-                answer = await attempt(client)
-        except TimeoutError:
-            self._mark_down(f"no answer within {policy.attempt_timeout} s")
-        except ProxyDown as exc:
-            self._mark_down(str(exc))
-        except Unavailable as exc:
-            log.info("peer proxy %s: %s; reading this range from %s", self.proxy_url, exc, self.fallback)
-        else:
-            self._mark_up()
-            return answer
-        return await self._read_fallback(via_fallback)
-
-    async def _read_fallback(self, via_fallback: Callable[[BlobBackend], Awaitable[Answer]]) -> Answer:
-        assert self.fallback is not None
+            await retrying(policy, attempt, what, self.stats)
+            return
+        if anyio.current_time() >= self._down_until:
+            try:
+                with anyio.fail_after(policy.attempt_timeout):
+                    await attempt()
+            except TimeoutError:
+                self._mark_down(f"no answer within {policy.attempt_timeout} s")
+            except ProxyDown as exc:
+                self._mark_down(str(exc))
+            except Unavailable as exc:
+                log.info("peer proxy %s: %s; reading this range from %s", self.proxy_url, exc, self.fallback)
+            else:
+                self._mark_up()
+                return
         self.stats.fallbacks += 1
-        return await via_fallback(self.fallback)
+        await self.fallback.read_range_into(digest, offset, sink, prefetch=prefetch)
 
     def _mark_down(self, why: str) -> None:
         self._down_until = anyio.current_time() + self.cooldown

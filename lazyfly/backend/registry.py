@@ -20,11 +20,9 @@ Rules kept:
   a failure it is not is raised unchanged (and retried if it is Unavailable).
 - Rule 5: the client sends through a ThreadedTransport (threaded_transport.py): range bodies move
   on blocking sockets in worker threads, several times faster than httpx's own transport, while
-  auth and redirects stay httpx's. `read_range_into` has the body delivered into its RangeSink
-  piece by piece, straight from the socket.
+  auth and redirects stay httpx's. A range's body is delivered into its RangeSink piece by piece,
+  straight from the socket.
 """
-
-from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -37,7 +35,7 @@ from lazyfly.backend.retry import (
     RetryPolicy,
     retrying,
 )
-from lazyfly.backend.stats import Answer, BackendStats, counted
+from lazyfly.backend.stats import BackendStats, counted
 from lazyfly.backend.threaded_transport import ThreadedTransport
 from lazyfly.errors import LazyflyError, RemoteProtocolError, Unavailable
 from lazyfly.oci.auth import RegistryAuth
@@ -75,19 +73,6 @@ class RegistryBackend:
     def __repr__(self) -> str:
         return f"RegistryBackend({self.ref.registry}/{self.ref.repository})"
 
-    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
-        """Return `length` bytes of blob `digest` from `offset`, retrying as Rule 2 says."""
-        check_range(digest, offset, length)
-        if length == 0:
-            return b""
-        return await self._retried(
-            digest,
-            offset,
-            length,
-            prefetch,
-            lambda client: self.try_read_range(client, digest, offset, length),
-        )
-
     async def read_range_into(
         self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
     ) -> None:
@@ -95,68 +80,30 @@ class RegistryBackend:
         retrying as Rule 2 says (each attempt starts the sink over)."""
         length = range_length(sink)
         check_range(digest, offset, length)
-        if length:
-            await self._retried(
-                digest,
-                offset,
-                length,
-                prefetch,
-                lambda client: self.try_read_range_into(client, digest, offset, sink),
-            )
-
-    async def _retried(
-        self,
-        digest: str,
-        offset: int,
-        length: int,
-        prefetch: bool,
-        attempt: Callable[[RegistryClient], Awaitable[Answer]],
-    ) -> Answer:
+        if length == 0:
+            return
         policy = self.prefetch if prefetch else self.on_demand
 
-        async def read() -> Answer:
+        async def read() -> None:
             client = await self._client.get(digest)
             what = f"{describe(digest, offset, length)} from {self.ref.registry}/{self.ref.repository}"
-            return await retrying(policy, lambda: attempt(client), what, self.stats)
+            await retrying(
+                policy, lambda: self.try_read_range_into(client, digest, offset, sink), what, self.stats
+            )
 
-        return await counted(self.stats, read, length)
-
-    async def try_read_range(self, client: RegistryClient, digest: str, offset: int, length: int) -> bytes:
-        """Make one attempt at a range read (no retries, no timeout: `read_range` adds both)."""
-        return await self._past_end_checked(
-            client,
-            digest,
-            offset,
-            length,
-            lambda: client.get_blob_range(self.ref.repository, digest, offset, length),
-        )
+        await counted(self.stats, read, length)
 
     async def try_read_range_into(
         self, client: RegistryClient, digest: str, offset: int, sink: RangeSink
     ) -> None:
-        """Make one attempt at delivering a range into `sink` (no retries, no timeout)."""
-        await self._past_end_checked(
-            client,
-            digest,
-            offset,
-            range_length(sink),
-            lambda: client.get_blob_range_into(self.ref.repository, digest, offset, sink),
-        )
-
-    async def _past_end_checked(
-        self,
-        client: RegistryClient,
-        digest: str,
-        offset: int,
-        length: int,
-        request: Callable[[], Awaitable[Answer]],
-    ) -> Answer:
-        """Await `request`, telling a range past the blob's end from a failure (Rule 4)."""
+        """Make one attempt at delivering a range into `sink` (no retries, no timeout:
+        `read_range_into` adds both)."""
+        length = range_length(sink)
         size = self._sizes.get(digest)
         if size is not None and offset + length > size:
             raise past_end(digest, offset, length, size)
         try:
-            return await request()
+            await client.get_blob_range_into(self.ref.repository, digest, offset, sink)
         except (RemoteProtocolError, Unavailable):
             size = await self._blob_size(client, digest)
             if size is not None and offset + length > size:

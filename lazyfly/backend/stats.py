@@ -7,7 +7,6 @@ and once in `errors` if it finally raised a lazyfly error (cancellation is not a
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from lazyfly.errors import LazyflyError
 
@@ -16,23 +15,19 @@ from lazyfly.errors import LazyflyError
 class BackendStats:
     """Counters of one backend since it was created."""
 
-    requests: int = 0  # read_range and read_range_into calls
+    requests: int = 0  # read_range_into calls
     bytes: int = 0  # bytes returned by successful reads
     errors: int = 0  # reads that raised a lazyfly error
     retries: int = 0  # attempts beyond the first, over all reads
     fallbacks: int = 0  # reads served by a fallback backend (peer proxy only)
 
 
-Answer = TypeVar("Answer", bytes, None)
-
-
-async def counted(stats: BackendStats, read: Callable[[], Awaitable[Answer]], length: int) -> Answer:
+async def counted(stats: BackendStats, read: Callable[[], Awaitable[None]], length: int) -> None:
     """Run one read of `length` bytes, counting it in `stats` (requests, then bytes or errors)."""
     stats.requests += 1
     try:
-        answer = await read()
+        await read()
     except LazyflyError:
         stats.errors += 1
         raise
     stats.bytes += length
-    return answer

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from lazyfly.backend.base import BlobBackend
+from lazyfly.backend.base import BlobBackend, read_range
 from lazyfly.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MISSING_DIGEST = "sha256:" + hashlib.sha256(b"no blob has these bytes").hexdigest()
@@ -76,10 +76,10 @@ async def read_into(backend: BlobBackend, digest: str, offset: int, sink: Collec
         await backend.read_range_into(digest, offset, sink, **kw)
 
 
-async def read(backend: BlobBackend, digest: str, offset: int, length: int, **kw: bool) -> bytes:
+async def read(backend: BlobBackend, digest: str, offset: int, length: int, **kw: bool) -> bytearray:
     """Read with a generous bound, so a hanging backend fails instead of stalling."""
     with anyio.fail_after(CALL_TIMEOUT):
-        return await backend.read_range(digest, offset, length, **kw)
+        return await read_range(backend, digest, offset, length, **kw)
 
 
 @pytest.mark.anyio

@@ -60,7 +60,10 @@ class CountingBackend:
     def bytes(self) -> int:
         return sum(length for _, length, _ in self.requests)
 
-    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
+    async def read_range_into(
+        self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
+    ) -> None:
+        length = range_length(sink)
         self.requests.append((offset, length, prefetch))
         failure = self.fail_with  # decided when the request is made, raised after the gate
         await trio.lowlevel.checkpoint()
@@ -70,14 +73,9 @@ class CountingBackend:
             raise failure
         fd = os.open(self.paths[digest], os.O_RDONLY)
         try:
-            return os.pread(fd, length, offset)
+            data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
-
-    async def read_range_into(
-        self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
-    ) -> None:
-        data = await self.read_range(digest, offset, range_length(sink), prefetch=prefetch)
         await trio.to_thread.run_sync(feed, sink, data)
 
     async def aclose(self) -> None:

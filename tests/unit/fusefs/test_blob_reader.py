@@ -405,9 +405,6 @@ class HalfwayGatedBackend:
     name: str = "gated"
     rest: threading.Event = dataclasses.field(default_factory=threading.Event)
 
-    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
-        raise AssertionError("BlobReader delivers into sinks")
-
     async def read_range_into(
         self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
     ) -> None:

@@ -195,10 +195,6 @@ class CountingBackend:
         self.on_request: Callable[[int], Awaitable[None]] | None = None
         self.active = self.peak = 0  # requests running now, and at most at once
 
-    async def read_range(self, digest: str, offset: int, length: int, *, prefetch: bool = False) -> bytes:
-        async with self._recorded(digest, offset, length, prefetch):
-            return await self.inner.read_range(digest, offset, length, prefetch=prefetch)
-
     async def read_range_into(
         self, digest: str, offset: int, sink: RangeSink, *, prefetch: bool = False
     ) -> None:
