@@ -23,10 +23,11 @@ Rules:
   (run_sink.py), which inflates and blake3-checks each chunk as its bytes arrive, in the worker
   thread that received them, and writes it to the cache there; then it announces the chunk, and
   its bit is set and its flight settled back on the event loop (one thread owns the map), so a
-  reader waits for its own chunk, not for the rest of the run. A delivery that fails or is retried
-  leaves the chunks it settled settled; a cancelled one settles nothing more. A digest or inflate failure
-  raises Corrupt naming the blob and uncompressed offset, writes and marks nothing, and counts
-  in `digest_failures`; the key is free again, so the next read fetches again.
+  reader waits for its own chunk, not for the rest of the run. A delivery that fails or is
+  retried leaves the chunks it settled settled; a cancelled one settles nothing more. A digest or
+  inflate failure raises Corrupt naming the blob and uncompressed offset, writes and marks
+  nothing, and counts in `digest_failures`; the key is free again, so the next read fetches
+  again.
 - Rule 6 (full disk): a CacheFull write serves the verified bytes from memory, unmarked, counts
   `cache_full_events` and logs a warning once per reader.
 - Rule 7 (prefetch): `prefetch` skips ready and in-flight chunks, claims one run at a time (so
@@ -54,6 +55,7 @@ from lazyfly.format.layout import UNCOMPRESSED_ALIGNMENT, BlobInfo, ChunkRef
 from lazyfly.fusefs.chunk_cache import ChunkCache
 from lazyfly.fusefs.inflight import Abandoned, Flight, InFlight
 from lazyfly.fusefs.run_sink import Chunk, Outcome, RunSink
+from lazyfly.range_sink import range_length
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class _Settling:
     run: list[tuple[ChunkRef, ChunkFlight]]
     prefetch: bool
     done: set[int] = field(default_factory=set)  # indexes in `run` of the settled chunks
-    errors: list[Exception] = field(default_factory=list)  # the Corrupt outcomes, in order
+    first_error: Exception | None = None  # the first Corrupt outcome
     live: bool = True  # False once the fetch was cancelled
 
 
@@ -306,13 +308,13 @@ class BlobReader:
             raise
         finally:
             sink.close()  # a backend thread still delivering a given-up run writes no more
-        length = sum(sink.piece_sizes)
+        length = range_length(sink)
         self._counters.bytes_fetched += length
         if prefetch:
             self._counters.prefetch_bytes += length
         for index, outcome in enumerate(sink.outcomes):
             self._settle(settling, index, outcome)  # those whose announcement has not run yet
-        return settling.errors[0] if settling.errors else None
+        return settling.first_error
 
     def _settle(self, settling: "_Settling", index: int, outcome: Outcome) -> None:
         """On the event loop: settle the flight of chunk `index` of a run by its outcome, once."""
@@ -323,7 +325,7 @@ class BlobReader:
         if isinstance(outcome, Corrupt):
             self._counters.digest_failures += 1
             self._fail(flight, outcome, settling.prefetch)
-            settling.errors.append(outcome)
+            settling.first_error = settling.first_error or outcome
             return
         chunk, full = outcome
         if full is None:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from lazyfly.digest import split_digest
 from lazyfly.errors import Corrupt, FailedPrecondition
+from lazyfly.files import pread_into
 from lazyfly.format.layout import BlobInfo
 from lazyfly.fusefs.chunk_map import ChunkMap
 
@@ -114,15 +115,12 @@ class ChunkCache:
     def read_into(self, uncompressed_offset: int, view: memoryview) -> None:
         """Fill `view` from `uncompressed_offset` of the data file (no readiness check, no copy)."""
         self._check(uncompressed_offset, len(view))
-        done = 0
-        while done < len(view):
-            got = os.preadv(self._file(), [view[done:]], uncompressed_offset + done)
-            if got <= 0:
-                raise Corrupt(
-                    f"cache of blob {self.blob.digest}: short read at uncompressed offset "
-                    f"{uncompressed_offset + done}"
-                )
-            done += got
+        done = pread_into(self._file(), view, uncompressed_offset)
+        if done < len(view):
+            raise Corrupt(
+                f"cache of blob {self.blob.digest}: short read at uncompressed offset "
+                f"{uncompressed_offset + done}"
+            )
 
     def read_span(self, uncompressed_offset: int, size: int) -> bytes | memoryview:
         """The `size` bytes at `uncompressed_offset` (no readiness check) for one reply: a view

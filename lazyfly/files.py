@@ -1,4 +1,4 @@
-"""Writing a file so that it appears whole or not at all."""
+"""File helpers: writing a file so that it appears whole or not at all; reading into a buffer whole."""
 
 import os
 import tempfile
@@ -19,3 +19,15 @@ def write_atomically(path: Path, data: bytes, *, temp_prefix: str | None = None)
         os.replace(temp, path)
     finally:
         Path(temp).unlink(missing_ok=True)
+
+
+def pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Fill `view` from `offset` of file `fd`; return how many bytes it got (fewer only at the
+    file's end)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            break
+        done += got
+    return done

@@ -24,6 +24,7 @@ import anyio
 from lazyfly.backend.byte_range import check_range, describe, past_end
 from lazyfly.backend.stats import BackendStats, counted
 from lazyfly.errors import Corrupt, FailedPrecondition, NotFound
+from lazyfly.files import pread_into
 from lazyfly.oci.layout import OciLayout
 from lazyfly.range_sink import RangeSink, range_length
 
@@ -53,18 +54,21 @@ class OciLayoutBackend:
         if length == 0:
             return
         await counted(
-            self.stats, lambda: anyio.to_thread.run_sync(self._pread_into, digest, offset, sink), length
+            self.stats,
+            lambda: anyio.to_thread.run_sync(self._pread_into, digest, offset, length, sink),
+            length,
         )
 
-    def _pread_into(self, digest: str, offset: int, sink: RangeSink) -> None:
-        length = range_length(sink)
+    def _pread_into(self, digest: str, offset: int, length: int, sink: RangeSink) -> None:
         fd = self._open(digest, offset, length)
         try:
             buffer = memoryview(sink.buffer)
             sink.restart()
             at = offset
             for size in sink.piece_sizes:
-                self._fill(fd, buffer[:size], at, digest, offset, length)
+                if pread_into(fd, buffer[:size], at) < size:
+                    path = self.layout.blob_path(digest)
+                    raise Corrupt(f"{describe(digest, offset, length)}: {path} shrank while being read")
                 sink.take(buffer[:size])
                 at += size
         finally:
@@ -81,18 +85,6 @@ class OciLayoutBackend:
             os.close(fd)
             raise past_end(digest, offset, length, size)
         return fd
-
-    def _fill(self, fd: int, view: memoryview, at: int, digest: str, offset: int, length: int) -> None:
-        done = 0
-        while done < len(view):
-            got = os.preadv(fd, [view[done:]], at + done)
-            if got <= 0:
-                raise self._shrank(digest, offset, length)
-            done += got
-
-    def _shrank(self, digest: str, offset: int, length: int) -> Corrupt:
-        path = self.layout.blob_path(digest)
-        return Corrupt(f"{describe(digest, offset, length)}: {path} shrank while being read")
 
     async def aclose(self) -> None:
         """Mark the backend closed (it holds no open files between reads)."""

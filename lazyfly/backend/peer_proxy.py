@@ -107,12 +107,11 @@ class PeerProxyBackend:
         check_range(digest, offset, length)
         if length == 0:
             return
-        await counted(self.stats, lambda: self._read(digest, offset, sink, prefetch), length)
+        await counted(self.stats, lambda: self._read(digest, offset, length, sink, prefetch), length)
 
-    async def _read(self, digest: str, offset: int, sink: RangeSink, prefetch: bool) -> None:
+    async def _read(self, digest: str, offset: int, length: int, sink: RangeSink, prefetch: bool) -> None:
         client = await self._client.get(digest)
         policy = self.prefetch if prefetch else self.on_demand
-        length = range_length(sink)
 
         async def attempt() -> None:
             data = await self.try_read_range(client, digest, offset, length, prefetch=prefetch)

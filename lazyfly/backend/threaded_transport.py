@@ -37,11 +37,13 @@ Rules:
   (an error status, a 200, TLS) is returned as usual and the caller feeds the sink itself.
 - Rule 7 (TLS): https uses httpx's default SSL context (made once, on the first https request)
   with SNI and certificate checks, like httpx.AsyncClient(verify=True).
+
+The bytes on one socket (Rules 3, 5 and 6 at that level: peeking the head, reading a body whole
+or into a sink, kernel timeouts, socket errors as httpx errors) are blocking_connection.py's.
 """
 
 import socket
 import ssl
-import sys
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -50,11 +52,23 @@ import anyio
 import h11
 import httpx
 
+from lazyfly.backend.blocking_connection import (
+    HEAD_LIMIT,
+    Connection,
+    NotAnswered,
+    Timeouts,
+    deliver,
+    read_exact,
+    read_head_bytes,
+    recv_some,
+    set_timeouts,
+    shutdown,
+    write_error,
+)
 from lazyfly.range_sink import SINK_EXTENSION, RangeSink, range_length
 
 DEFAULT_BUFFER_LIMIT = 64 << 20  # bodies up to this size are read in one thread hop
 DEFAULT_MAX_IDLE = 16  # idle connections kept per origin
-HEAD_LIMIT = 64 << 10  # the longest response head accepted
 UNBOUNDED_CONNECT_TIMEOUT = 60.0  # a connect the request left unbounded (a cancel cannot stop one)
 STREAM_PIECE = 1 << 20  # bytes read per thread hop of a streamed body
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
@@ -65,47 +79,21 @@ Origin = tuple[bytes, str, int]  # scheme, host, port
 _Answer = tuple[int, bytes, list[tuple[bytes, bytes]], bytes, "_StreamedBody | None", bool]
 
 
-def _timeval(seconds: float | None) -> bytes:
-    """The `struct timeval` of a kernel socket timeout (64-bit Linux); 0 means none."""
-    if seconds is None:
-        seconds = 0.0
-    sec = int(seconds)
-    usec = int((seconds - sec) * 1e6)
-    if seconds > 0 and sec == 0 and usec == 0:
-        usec = 1
-    return sec.to_bytes(8, sys.byteorder, signed=True) + usec.to_bytes(8, sys.byteorder, signed=True)
-
-
-@dataclass
-class _Connection:
-    """One open socket to an origin (`plain` when not TLS)."""
-
-    sock: socket.socket
-    plain: bool
-    reused: bool = False
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
 @dataclass
 class _Exchange:
     """The socket of one exchange as a worker thread uses it, so that a cancelled caller can abort it."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    conn: _Connection | None = None
+    conn: Connection | None = None
     aborted: bool = False
     finished: bool = False
 
-    def attach(self, conn: _Connection) -> None:
+    def attach(self, conn: Connection) -> None:
         """Worker thread: this exchange now runs on `conn` (shut down at once if already aborted)."""
         with self.lock:
             self.conn = conn
             if self.aborted:
-                _shutdown(conn.sock)
+                shutdown(conn.sock)
 
     def finish(self) -> bool:
         """Worker thread: the exchange is over; False if the caller aborted it (the socket is dead)."""
@@ -118,30 +106,7 @@ class _Exchange:
         with self.lock:
             self.aborted = True
             if self.conn is not None and not self.finished:
-                _shutdown(self.conn.sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-@dataclass
-class _Timeouts:
-    connect: float | None
-    read: float | None
-    write: float | None
-
-    @classmethod
-    def of(cls, request: httpx.Request) -> "_Timeouts":
-        t = request.extensions.get("timeout", {})
-        return cls(t.get("connect"), t.get("read"), t.get("write"))
-
-
-class _NotAnswered(Exception):
-    """A reused connection failed before the first byte of the answer: send again on a new one."""
+                shutdown(self.conn.sock)
 
 
 class ThreadedTransport(httpx.AsyncBaseTransport):
@@ -150,7 +115,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, buffer_limit: int = DEFAULT_BUFFER_LIMIT, max_idle: int = DEFAULT_MAX_IDLE) -> None:
         self.buffer_limit = buffer_limit
         self.max_idle = max_idle
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
@@ -183,14 +148,14 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
     # --- the worker thread's side ----------------------------------------------------------------
 
     def _exchange(self, exchange: _Exchange, origin: Origin, request: httpx.Request, body: bytes) -> _Answer:
-        timeouts = _Timeouts.of(request)
+        timeouts = Timeouts.of(request)
         fresh = False
         while True:
             conn = self._checkout(origin, timeouts, fresh=fresh)
             exchange.attach(conn)
             try:
                 return self._send_and_receive(exchange, conn, origin, request, body, timeouts)
-            except _NotAnswered:
+            except NotAnswered:
                 conn.close()
                 if fresh:
                     raise httpx.ReadError(f"{origin[1]}:{origin[2]} hung up unanswered") from None
@@ -203,11 +168,11 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
     def _send_and_receive(
         self,
         exchange: _Exchange,
-        conn: _Connection,
+        conn: Connection,
         origin: Origin,
         request: httpx.Request,
         body: bytes,
-        timeouts: _Timeouts,
+        timeouts: Timeouts,
     ) -> _Answer:
         protocol = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
         try:
@@ -223,8 +188,8 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             conn.sock.sendall(wire)
         except OSError as exc:
             if conn.reused:
-                raise _NotAnswered from exc
-            raise _write_error(exc, timeouts) from exc
+                raise NotAnswered from exc
+            raise write_error(exc, timeouts) from exc
         response, leftover = self._read_response_head(conn, protocol, timeouts)
         headers = list(response.headers)
         length = _body_length(request.method, response)
@@ -237,10 +202,10 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             and length == range_length(sink)
         )
         if sink is not None and delivered:
-            _deliver(conn, sink, timeouts)
+            deliver(conn, sink, timeouts)
             content = b""
         elif length is not None and length <= self.buffer_limit:
-            content = _read_exact(conn, length, leftover, timeouts)
+            content = read_exact(conn, length, leftover, timeouts)
         else:
             stream = _StreamedBody(self, exchange, conn, origin, protocol, timeouts)
             return response.status_code, response.reason, headers, b"", stream, False
@@ -251,7 +216,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         return response.status_code, response.reason, headers, content, None, delivered
 
     def _read_response_head(
-        self, conn: _Connection, protocol: h11.Connection, timeouts: _Timeouts
+        self, conn: Connection, protocol: h11.Connection, timeouts: Timeouts
     ) -> tuple[h11.Response, bytes]:
         """Read up to the final response head (1xx skipped); return it and the bytes read after it."""
         received = False
@@ -266,10 +231,10 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
                 continue
             if event is not h11.NEED_DATA:
                 raise httpx.RemoteProtocolError(f"unexpected {type(event).__name__} instead of a response")
-            protocol.receive_data(_read_head_bytes(conn, timeouts, answered=received))
+            protocol.receive_data(read_head_bytes(conn, timeouts, answered=received))
             received = True
 
-    def _checkout(self, origin: Origin, timeouts: _Timeouts, *, fresh: bool) -> _Connection:
+    def _checkout(self, origin: Origin, timeouts: Timeouts, *, fresh: bool) -> Connection:
         with self._lock:
             if self._closed:
                 raise httpx.ConnectError("the transport is closed")
@@ -277,11 +242,11 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             if idle and not fresh:
                 conn = idle.pop()
                 conn.reused = True
-                _set_timeouts(conn.sock, timeouts)
+                set_timeouts(conn.sock, timeouts)
                 return conn
         return self._connect(origin, timeouts)
 
-    def _connect(self, origin: Origin, timeouts: _Timeouts) -> _Connection:
+    def _connect(self, origin: Origin, timeouts: Timeouts) -> Connection:
         scheme, host, port = origin
         try:
             timeout = timeouts.connect or UNBOUNDED_CONNECT_TIMEOUT
@@ -293,7 +258,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(None)  # blocking, bounded by kernel timeouts (Rule 5)
-            _set_timeouts(sock, timeouts)
+            set_timeouts(sock, timeouts)
             if scheme == b"https":
                 assert self._ssl is not None
                 try:
@@ -303,7 +268,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         except BaseException:
             sock.close()
             raise
-        return _Connection(sock, plain=scheme == b"http")
+        return Connection(sock, plain=scheme == b"http")
 
     def _drop_idle(self, origin: Origin) -> None:
         with self._lock:
@@ -311,7 +276,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         for conn in idle:
             conn.close()
 
-    def _checkin(self, origin: Origin, conn: _Connection) -> None:
+    def _checkin(self, origin: Origin, conn: Connection) -> None:
         conn.reused = False
         with self._lock:
             idle = self._idle.setdefault(origin, [])
@@ -328,10 +293,10 @@ class _StreamedBody(httpx.AsyncByteStream):
         self,
         transport: ThreadedTransport,
         exchange: _Exchange,
-        conn: _Connection,
+        conn: Connection,
         origin: Origin,
         protocol: h11.Connection,
-        timeouts: _Timeouts,
+        timeouts: Timeouts,
     ) -> None:
         self._transport = transport
         self._exchange = exchange
@@ -362,7 +327,7 @@ class _StreamedBody(httpx.AsyncByteStream):
                 if event is h11.NEED_DATA:
                     if pieces:
                         return pieces
-                    self._protocol.receive_data(_recv_some(self._conn, STREAM_PIECE, self._timeouts))
+                    self._protocol.receive_data(recv_some(self._conn, STREAM_PIECE, self._timeouts))
                 elif isinstance(event, h11.Data):
                     pieces.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
@@ -395,120 +360,6 @@ async def _in_thread(exchange: _Exchange, func, *args):  # type: ignore[no-untyp
     except BaseException:
         exchange.abort()  # no-op when the thread finished; else its socket call returns at once
         raise
-
-
-# --- socket reads and writes (worker thread) ---------------------------------------------------------
-
-
-def _set_timeouts(sock: socket.socket, timeouts: _Timeouts) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeouts.read))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeouts.write))
-
-
-def _read_error(exc: OSError, timeouts: _Timeouts) -> httpx.TransportError:
-    if isinstance(exc, BlockingIOError | TimeoutError):
-        return httpx.ReadTimeout(f"no data within {timeouts.read} s")
-    return httpx.ReadError(f"{type(exc).__name__}: {exc}")
-
-
-def _write_error(exc: OSError, timeouts: _Timeouts) -> httpx.TransportError:
-    if isinstance(exc, BlockingIOError | TimeoutError):
-        return httpx.WriteTimeout(f"could not send within {timeouts.write} s")
-    return httpx.WriteError(f"{type(exc).__name__}: {exc}")
-
-
-def _read_head_bytes(conn: _Connection, timeouts: _Timeouts, *, answered: bool) -> bytes:
-    """Bytes of the response head: exactly one head on a plain socket (Rule 3), else what arrived.
-
-    `answered` says whether earlier bytes of this answer arrived; a reused connection that ends
-    before any is _NotAnswered (Rule 4).
-    """
-    try:
-        data = _peek_head(conn) if conn.plain else conn.sock.recv(HEAD_LIMIT)
-    except (ConnectionResetError, BrokenPipeError) as exc:
-        if conn.reused and not answered:
-            raise _NotAnswered from exc
-        raise _read_error(exc, timeouts) from exc
-    except OSError as exc:
-        raise _read_error(exc, timeouts) from exc
-    if not data:
-        if conn.reused and not answered:
-            raise _NotAnswered
-        raise httpx.RemoteProtocolError("the server closed the connection before the end of a response head")
-    return data
-
-
-def _peek_head(conn: _Connection) -> bytes:
-    """Plain socket: find the head's end with MSG_PEEK, then consume exactly the head (Rule 3).
-
-    Returns b"" when the connection ends before a whole head arrived.
-    """
-    seen = 0
-    while True:
-        # Wait until more than was seen last time has arrived (MSG_WAITALL), then look at it all.
-        if len(conn.sock.recv(seen + 1, socket.MSG_PEEK | socket.MSG_WAITALL)) <= seen:
-            return b""
-        peek = conn.sock.recv(HEAD_LIMIT, socket.MSG_PEEK)
-        end = peek.find(b"\r\n\r\n")
-        if end >= 0:
-            head = conn.sock.recv(end + 4, socket.MSG_WAITALL)
-            if len(head) != end + 4:
-                raise httpx.RemoteProtocolError("a response head shrank between peek and read")
-            return head
-        if len(peek) >= HEAD_LIMIT:
-            raise httpx.RemoteProtocolError(f"a response head longer than {HEAD_LIMIT} bytes")
-        seen = len(peek)
-
-
-def _read_exact(conn: _Connection, length: int, leftover: bytes, timeouts: _Timeouts) -> bytes:
-    """Read a body of exactly `length` bytes (`leftover` already read); one object when plain."""
-    if len(leftover) > length:
-        raise httpx.RemoteProtocolError(f"{len(leftover) - length} bytes after a {length}-byte body")
-    try:
-        if not leftover:
-            first = conn.sock.recv(length, socket.MSG_WAITALL) if conn.plain and length else b""
-            if len(first) == length:
-                return first
-            leftover = first
-        body = bytearray(length)
-        view = memoryview(body)
-        view[: len(leftover)] = leftover
-        got = len(leftover)
-        while got < length:
-            n = conn.sock.recv_into(view[got:], length - got)
-            if n == 0:
-                raise httpx.RemoteProtocolError(f"connection closed at byte {got} of a {length}-byte body")
-            got += n
-        return bytes(body)
-    except OSError as exc:
-        raise _read_error(exc, timeouts) from exc
-
-
-def _deliver(conn: _Connection, sink: RangeSink, timeouts: _Timeouts) -> None:
-    """Receive a body piece by piece into the sink's buffer and hand each piece over (Rule 6)."""
-    buffer = memoryview(sink.buffer)
-    sink.restart()
-    for size in sink.piece_sizes:
-        piece = buffer[:size]
-        got = 0
-        try:
-            while got < size:
-                n = conn.sock.recv_into(piece[got:], size - got, socket.MSG_WAITALL)
-                if n == 0:
-                    raise httpx.RemoteProtocolError(
-                        f"connection closed {size - got} bytes short of a range piece"
-                    )
-                got += n
-        except OSError as exc:
-            raise _read_error(exc, timeouts) from exc
-        sink.take(piece)
-
-
-def _recv_some(conn: _Connection, limit: int, timeouts: _Timeouts) -> bytes:
-    try:
-        return conn.sock.recv(limit)
-    except OSError as exc:
-        raise _read_error(exc, timeouts) from exc
 
 
 def _body_length(method: str, response: h11.Response) -> int | None:
