@@ -86,16 +86,19 @@ class Daemon:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"daemon exited:\n{self.log.read_text()}"
             entry = mount_entry(self.mountpoint)
-            if self.socket.exists() and entry is not None and entry[0].startswith("fuse") and self.answers():
+            if self.socket.exists() and entry is not None and entry[0].startswith("fuse") and self.running():
                 return
             time.sleep(0.05)
         raise AssertionError(f"daemon not ready within {START_TIMEOUT} s:\n{self.log.read_text()}")
 
-    def answers(self) -> bool:
+    def running(self) -> bool:
+        """True once the API answers and the daemon is RUNNING: it serves its API a moment before
+        (INIT), and answers image requests then with 503."""
         try:
-            return self.call("GET", DAEMON_PATH)[0] == 200
+            status, body = self.call("GET", DAEMON_PATH)
         except Unavailable:
             return False
+        return status == 200 and json.loads(body)["state"] == "RUNNING"
 
     def call(self, method: str, target: str, body: object = None) -> tuple[int, bytes]:
         async def exchange() -> tuple[int, bytes]:
