@@ -30,6 +30,16 @@ Rules:
   pread. A data file cut shorter behind the cache's back fails the populate (Corrupt) instead of
   killing the daemon with SIGBUS; only a cut in the instant between populate and the reply's
   copy could.
+- Drop-behind: the pages of data this cache wrote leave the page cache once a sequential reader
+  (views) is DROP_BEHIND past them. By then the reader has its copy in the FUSE page cache, so
+  they are a second copy in memory, and the writes that follow reuse the freed pages. On the
+  benchmark VM, the first touch of a fresh page (the copy of a write into a new page-cache page)
+  costs about 1 vCPU-second per GiB, a recycled one a fraction of it: cold sequential 1 GiB reads
+  took 2.25 s against 2.78 s (medians of six alternating pairs; daemon CPU 2.30 against 2.89 s).
+  POSIX_FADV_DONTNEED starts the writeback of dirty pages without waiting and drops clean ones,
+  so it is called WRITEBACK_BEHIND past a range (to start its writeback) and again at
+  DROP_BEHIND. Pages this cache did not write (a warm cache) stay: dropping them too measured no
+  faster in six alternating warm pairs.
 - Writes to one data file take turns (a lock per cache): a buffered write holds the file's inode
   lock anyway (ext4, xfs), and writers that met there spun on it instead of sleeping (6 % of both
   CPUs while three read-ahead runs were stored at once, measured with perf).
@@ -51,6 +61,9 @@ BLOBS_DIR = "blobs"  # where in the daemon's cache directory the blobs' caches l
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14; Python 3.11 lacks the name
 MAPPED_READ_MIN = 256 << 10  # the shortest sequential span answered as a view
+DROP_BLOCK_SHIFT = 20  # drop-behind works in blocks of 1 MiB
+WRITEBACK_BEHIND = 8  # blocks behind a sequential reader whose writeback is started
+DROP_BEHIND = 32  # blocks behind it whose pages leave the page cache
 
 
 class CacheFull(FailedPrecondition):
@@ -71,6 +84,10 @@ class ChunkCache:
         self._mapped: tuple[int, int] | None = None  # page-aligned range of the last view
         self._populate = True  # False once the kernel said it has no MADV_POPULATE_READ
         self._span_end = -1  # where the last `read_span` ended
+        # Blocks written here whose pages may still be cached; a set whose single adds and
+        # discards the GIL keeps whole, shared by writer threads and the event loop.
+        self._written: set[int] = set()
+        self._behind_next = 0  # the block after the last one a view has passed
 
     @classmethod
     def open(cls, directory: Path, blob: BlobInfo) -> "ChunkCache":
@@ -147,6 +164,7 @@ class ChunkCache:
             self._mapped = None
         start = uncompressed_offset - uncompressed_offset % mmap.PAGESIZE
         length = uncompressed_offset + size - start
+        self._drop_behind(start, start + length)
         if self._populate and size:
             try:
                 mapping.madvise(MADV_POPULATE_READ, start, length)
@@ -162,6 +180,25 @@ class ChunkCache:
                     raise
         self._mapped = (start, length)
         return memoryview(mapping)[uncompressed_offset : uncompressed_offset + size]
+
+    def _drop_behind(self, start: int, end: int) -> None:
+        """For each block a view reaches: write back the one WRITEBACK_BEHIND before it and drop
+        the one DROP_BEHIND before it, if this cache wrote them (module rules)."""
+        if not self._written:
+            return
+        first, last = start >> DROP_BLOCK_SHIFT, (end - 1) >> DROP_BLOCK_SHIFT
+        begin = self._behind_next if first <= self._behind_next <= last + 1 else first
+        for block in range(begin, last + 1):
+            for behind in (WRITEBACK_BEHIND, DROP_BEHIND):
+                if block - behind in self._written:
+                    os.posix_fadvise(
+                        self._file(),
+                        (block - behind) << DROP_BLOCK_SHIFT,
+                        1 << DROP_BLOCK_SHIFT,
+                        os.POSIX_FADV_DONTNEED,
+                    )
+            self._written.discard(block - DROP_BEHIND)
+        self._behind_next = last + 1
 
     def _mapped_file(self) -> mmap.mmap:
         """The read-only shared mapping of the whole data file, made on first use (any thread)."""
@@ -193,6 +230,10 @@ class ChunkCache:
             with self._write_lock:
                 while done < len(view):
                     done += os.pwrite(fd, view[done:], uncompressed_offset + done)
+            end = uncompressed_offset + len(view)
+            self._written.update(
+                range(uncompressed_offset >> DROP_BLOCK_SHIFT, ((end - 1) >> DROP_BLOCK_SHIFT) + 1)
+            )
         except OSError as exc:
             if exc.errno in _FULL:
                 raise CacheFull(

@@ -1,13 +1,15 @@
 import errno
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
-from fixtures.memory_maps import mapped_kib
+from fixtures.memory_maps import mapped_kib, page_cached_bytes
 
 from lazyfly.errors import Corrupt, FailedPrecondition
 from lazyfly.format.layout import BlobInfo
-from lazyfly.fusefs.chunk_cache import CacheFull, ChunkCache
+from lazyfly.fusefs.chunk_cache import WRITEBACK_BEHIND, CacheFull, ChunkCache
 
 BLOB = BlobInfo(
     "sha256:" + "c" * 64, compressed_size=1 << 20, uncompressed_size=(8 << 20) + 100, chunk_count=9
@@ -123,6 +125,46 @@ def test_a_span_is_a_view_only_when_it_continues_the_last_one_and_is_long(tmp_pa
     # first read, continuation, jump, short continuation, jump back
     assert kinds == [bytes, memoryview, bytes, bytes, bytes]
     cache.close()
+
+
+MiB = 1 << 20
+LONG_BLOB = BlobInfo("sha256:" + "e" * 64, 48 * MiB, 48 * MiB, 48)
+
+
+def _read_sequentially(cache: ChunkCache, size: int) -> None:
+    for offset in range(0, size, MiB):
+        cache.read_span(offset, MiB)
+
+
+@pytest.mark.skipif(
+    subprocess.run(
+        ["stat", "-f", "-c", "%T", tempfile.gettempdir()], capture_output=True, text=True
+    ).stdout.strip()
+    == "tmpfs",
+    reason="tmpfs pages cannot be dropped from the page cache",
+)
+def test_pages_the_cache_wrote_leave_the_page_cache_behind_a_sequential_reader_and_others_stay(
+    tmp_path: Path,
+):
+    cache = ChunkCache.open(tmp_path, LONG_BLOB)
+    data = os.urandom(LONG_BLOB.uncompressed_size)
+    for offset in range(0, len(data), MiB):
+        cache.write(offset, data[offset : offset + MiB])
+    with cache.data_path.open("rb") as written:
+        os.fdatasync(written.fileno())  # clean pages drop at once: no wait for their writeback
+    assert page_cached_bytes(cache.data_path) == len(data)
+    _read_sequentially(cache, 24 * MiB)
+    # each view dropped the block WRITEBACK_BEHIND before it, whose pages were clean
+    assert page_cached_bytes(cache.data_path) == len(data) - (24 - WRITEBACK_BEHIND) * MiB
+    _read_sequentially(cache, len(data))
+    assert page_cached_bytes(cache.data_path) == WRITEBACK_BEHIND * MiB
+    assert cache.read(0, len(data)) == data  # dropped pages read back from the disk
+    cache.close()
+
+    again = ChunkCache.open(tmp_path, LONG_BLOB)  # a warm cache: it wrote nothing
+    _read_sequentially(again, len(data))
+    assert page_cached_bytes(again.data_path) == len(data)
+    again.close()
 
 
 def test_a_data_file_cut_short_behind_the_caches_back_is_corrupt_not_a_crash(tmp_path: Path):
