@@ -1,5 +1,7 @@
-"""File helpers: writing a file so that it appears whole or not at all; reading into a buffer whole."""
+"""File helpers: writing a file so that it appears whole or not at all; reading into a buffer whole;
+sync_file_range(2), which Python's os module lacks."""
 
+import ctypes
 import os
 import tempfile
 from pathlib import Path
@@ -31,3 +33,16 @@ def pread_into(fd: int, view: memoryview, offset: int) -> int:
             break
         done += got
     return done
+
+
+SYNC_FILE_RANGE_WAIT_BEFORE = 1  # wait for the writeback of the range already under way
+SYNC_FILE_RANGE_WRITE = 2  # start the writeback of the range's dirty pages, without waiting
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+
+def sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
+    """sync_file_range(2) on `length` bytes of file `fd` from `offset`; raises OSError."""
+    if _libc.sync_file_range(fd, offset, length, flags) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))

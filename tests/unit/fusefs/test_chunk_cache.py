@@ -8,8 +8,9 @@ import pytest
 from fixtures.memory_maps import mapped_kib, page_cached_bytes
 
 from lazyfly.errors import Corrupt, FailedPrecondition
+from lazyfly.files import SYNC_FILE_RANGE_WAIT_BEFORE, sync_file_range
 from lazyfly.format.layout import BlobInfo
-from lazyfly.fusefs.chunk_cache import WRITEBACK_BEHIND, CacheFull, ChunkCache
+from lazyfly.fusefs.chunk_cache import DROP_BEHIND, CacheFull, ChunkCache
 
 BLOB = BlobInfo(
     "sha256:" + "c" * 64, compressed_size=1 << 20, uncompressed_size=(8 << 20) + 100, chunk_count=9
@@ -131,38 +132,39 @@ MiB = 1 << 20
 LONG_BLOB = BlobInfo("sha256:" + "e" * 64, 48 * MiB, 48 * MiB, 48)
 
 
-def _read_sequentially(cache: ChunkCache, size: int) -> None:
-    for offset in range(0, size, MiB):
-        cache.read_span(offset, MiB)
-
-
-@pytest.mark.skipif(
+TMP_IS_TMPFS = (
     subprocess.run(
         ["stat", "-f", "-c", "%T", tempfile.gettempdir()], capture_output=True, text=True
     ).stdout.strip()
-    == "tmpfs",
-    reason="tmpfs pages cannot be dropped from the page cache",
+    == "tmpfs"
 )
-def test_pages_the_cache_wrote_leave_the_page_cache_behind_a_sequential_reader_and_others_stay(
+
+
+def _read_sequentially(cache: ChunkCache, start: int, stop: int) -> None:
+    for offset in range(start, stop, MiB):
+        cache.read_span(offset, MiB)
+
+
+@pytest.mark.skipif(TMP_IS_TMPFS, reason="tmpfs pages cannot be dropped from the page cache")
+def test_pages_the_cache_wrote_are_written_back_at_once_and_dropped_behind_a_sequential_reader(
     tmp_path: Path,
 ):
     cache = ChunkCache.open(tmp_path, LONG_BLOB)
     data = os.urandom(LONG_BLOB.uncompressed_size)
     for offset in range(0, len(data), MiB):
         cache.write(offset, data[offset : offset + MiB])
-    with cache.data_path.open("rb") as written:
-        os.fdatasync(written.fileno())  # clean pages drop at once: no wait for their writeback
+    with cache.data_path.open("rb") as written:  # the writes started their writeback: wait for it
+        sync_file_range(written.fileno(), 0, len(data), SYNC_FILE_RANGE_WAIT_BEFORE)
     assert page_cached_bytes(cache.data_path) == len(data)
-    _read_sequentially(cache, 24 * MiB)
-    # each view dropped the block WRITEBACK_BEHIND before it, whose pages were clean
-    assert page_cached_bytes(cache.data_path) == len(data) - (24 - WRITEBACK_BEHIND) * MiB
-    _read_sequentially(cache, len(data))
-    assert page_cached_bytes(cache.data_path) == WRITEBACK_BEHIND * MiB
+    _read_sequentially(cache, 0, DROP_BEHIND * MiB)
+    assert page_cached_bytes(cache.data_path) == len(data)  # nothing is DROP_BEHIND behind yet
+    _read_sequentially(cache, DROP_BEHIND * MiB, len(data))
+    assert page_cached_bytes(cache.data_path) == DROP_BEHIND * MiB
     assert cache.read(0, len(data)) == data  # dropped pages read back from the disk
     cache.close()
 
     again = ChunkCache.open(tmp_path, LONG_BLOB)  # a warm cache: it wrote nothing
-    _read_sequentially(again, len(data))
+    _read_sequentially(again, 0, len(data))
     assert page_cached_bytes(again.data_path) == len(data)
     again.close()
 
