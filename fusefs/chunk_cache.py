@@ -86,7 +86,6 @@ class ChunkCache:
         # Blocks written here whose pages may still be cached; a set whose single adds and
         # discards the GIL keeps whole, shared by writer threads and the event loop.
         self._written: set[int] = set()
-        self._behind_next = 0  # the block after the last one a view has passed
 
     @classmethod
     def open(cls, directory: Path, blob: BlobInfo) -> "ChunkCache":
@@ -186,14 +185,12 @@ class ChunkCache:
         if not self._written:
             return
         first, last = start >> DROP_BLOCK_SHIFT, (end - 1) >> DROP_BLOCK_SHIFT
-        begin = self._behind_next if first <= self._behind_next <= last + 1 else first
-        for block in range(begin - DROP_BEHIND, last + 1 - DROP_BEHIND):
-            if block in self._written:
+        for block in range(first - DROP_BEHIND, last + 1 - DROP_BEHIND):
+            if block in self._written:  # dropped blocks leave the set: a block is dropped once
                 self._written.discard(block)
                 os.posix_fadvise(
                     self._file(), block << DROP_BLOCK_SHIFT, 1 << DROP_BLOCK_SHIFT, os.POSIX_FADV_DONTNEED
                 )
-        self._behind_next = last + 1
 
     def _mapped_file(self) -> mmap.mmap:
         """The read-only shared mapping of the whole data file, made on first use (any thread)."""
